@@ -1,0 +1,1 @@
+//! loom models of ringbuf-core (run with `RUSTFLAGS="--cfg loom"`).
