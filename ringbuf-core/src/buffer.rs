@@ -234,18 +234,17 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         event_id: u32,
         payload_len: usize,
     ) -> Result<Reservation<'b, C, K, T>, ReserveError> {
-        let Some(depth) = nest.enter(self.nesting_limit) else {
+        if !nest.enter(self.nesting_limit) {
             return Err(self.lose(ReserveError::Nested));
-        };
+        }
         match self.place(event_id, payload_len) {
             Ok(at) => Ok(Reservation {
                 buf: self,
                 nest,
-                depth,
                 at,
             }),
             Err(e) => {
-                nest.exit(depth);
+                nest.exit();
                 Err(e)
             }
         }
@@ -497,6 +496,8 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         let words = self.ctl.slot(slot);
         let lap_base = self.geo.full_commit(open) - self.geo.subbuf_size();
         // Acquire (O3): the previous lap's packet is finalised before we overwrite it.
+        // Checked before the reader (DESIGN.md section 4), so that a stuck or dead
+        // writer (`lost_wrap`) is told apart from a slow reader (`lost_full`).
         if words.delivered.load(Acquire) != lap_base {
             return Err(ReserveError::Wrap);
         }
@@ -533,8 +534,17 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                         Err(now) => consumed = now,
                     }
                 }
+                // Clear noref only on the packet we overwrite: the previous lap's. A
+                // writer whose view of `write` is stale can get here for a lap that
+                // others have since entered, completed and delivered (its `delivered`
+                // check passed just before); clearing noref on *that* packet would make
+                // it untakeable, and the reader would spin on it (found by loom,
+                // model 1b). Such a writer's `write` CAS is bound to fail, so leaving
+                // the id alone is enough: it retries from a fresh position. For lap 0
+                // the previous lap wraps to a tag no delivered id carries.
+                let overwritten = self.geo.lap(open).wrapping_sub(1);
                 let mut id = SubbufId::from_raw(words.id.load(Acquire));
-                while id.noref() {
+                while id.noref() && id.is_lap(overwritten) {
                     // AcqRel (O5): after this, the reader cannot swap the sub-buffer out.
                     match words.id.compare_exchange(
                         id.raw(),
@@ -616,9 +626,15 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         let full = self.geo.full_commit(start);
         let base = full - s;
         // Acquire: the previous lap's delivery is complete (its id store) before ours.
+        // Release: a writer whose `prepare_open` sees this in-progress mark
+        // (`base + 1`) also sees the reservations that completed this lap, so its
+        // freshness re-check of `write` in `place_slow`/`switch` sees its view was
+        // stale and retries. With Acquire alone that re-load may still return the
+        // stale position, and the writer counts a spurious `lost_wrap` for a slot
+        // whose previous lap was delivered long ago (found by loom, model 1).
         if words
             .delivered
-            .compare_exchange(base, base + 1, Acquire, Relaxed)
+            .compare_exchange(base, base + 1, AcqRel, Relaxed)
             .is_err()
         {
             return;
@@ -731,7 +747,6 @@ pub enum Discarded {
 pub struct Reservation<'b, C: Control, K: Client, T: Clock> {
     buf: &'b Buffer<C, K, T>,
     nest: &'b Nesting,
-    depth: u32,
     at: Placement,
 }
 
@@ -786,7 +801,7 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
         let this = core::mem::ManuallyDrop::new(self);
         this.buf
             .commit_bytes(this.at.start, this.at.end - this.at.start);
-        this.nest.exit(this.depth);
+        this.nest.exit();
     }
 
     /// Discards the reservation: undone if nothing was reserved after it, otherwise
@@ -794,7 +809,7 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
     pub fn try_discard(self) -> Discarded {
         let this = core::mem::ManuallyDrop::new(self);
         let result = this.discard();
-        this.nest.exit(this.depth);
+        this.nest.exit();
         result
     }
 
@@ -848,6 +863,6 @@ impl<C: Mapped, K: Client, T: Clock> Reservation<'_, C, K, T> {
 impl<C: Control, K: Client, T: Clock> Drop for Reservation<'_, C, K, T> {
     fn drop(&mut self) {
         self.discard();
-        self.nest.exit(self.depth);
+        self.nest.exit();
     }
 }

@@ -54,7 +54,7 @@ pub use config::{
 };
 pub use control::{Control, LossWords, Mapped, ReaderWords, SlotWords, WriterWords};
 pub use nesting::Nesting;
-pub use reader::{ReadError, Reader, ReaderBusy, Snapshot, Subbuf};
+pub use reader::{ReadError, Reader, ReaderBusy, Snapshot, Subbuf, MAX_RETRIES};
 pub use region::{
     Field, FieldTable, Layout, Region, RegionError, RegionHeader, CACHE_LINE, ENDIAN_TAG,
     HEADER_SIZE, PAGE_SIZE, REGION_MAGIC, REGION_VERSION,

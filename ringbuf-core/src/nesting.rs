@@ -10,9 +10,9 @@ use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 /// buffer is one level deeper; beyond the buffer's limit the event is dropped and
 /// counted in `lost_nested`.
 ///
-/// Entering and leaving are a plain load and store, not a read-modify-write: an
-/// interruption between them by a handler that nests restores the value it found
-/// before returning, so the counter stays exact without a LOCK prefix.
+/// Entering and leaving are a plain load and store, not a read-modify-write: a
+/// handler that interrupts between them leaves the counter as it found it before
+/// returning, so the counter stays exact without a LOCK prefix.
 #[derive(Debug, Default)]
 pub struct Nesting {
     depth: AtomicU32,
@@ -31,25 +31,27 @@ impl Nesting {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Goes one level deeper unless already at `limit`; returns the depth to restore.
+    /// Goes one level deeper unless already at `limit`.
     #[inline(always)]
-    pub(crate) fn enter(&self, limit: u32) -> Option<u32> {
+    pub(crate) fn enter(&self, limit: u32) -> bool {
         // Relaxed: only this thread and its own signal handlers touch the counter, and
         // they see its accesses in program order; the fences stop the compiler from
         // moving them across the reservation.
         let depth = self.depth.load(Ordering::Relaxed);
         if depth >= limit {
-            return None;
+            return false;
         }
         self.depth.store(depth + 1, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
-        Some(depth)
+        true
     }
 
-    /// Restores the depth `enter` returned.
+    /// Goes one level up. A decrement rather than a restore of the entry depth, so
+    /// a thread may commit its own reservations in any order.
     #[inline(always)]
-    pub(crate) fn exit(&self, depth: u32) {
+    pub(crate) fn exit(&self) {
         compiler_fence(Ordering::SeqCst);
-        self.depth.store(depth, Ordering::Relaxed);
+        let depth = self.depth.load(Ordering::Relaxed);
+        self.depth.store(depth.saturating_sub(1), Ordering::Relaxed);
     }
 }

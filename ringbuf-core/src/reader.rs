@@ -55,6 +55,9 @@ impl core::fmt::Display for ReadError {
     }
 }
 
+/// How many times a read retries after writers moved the reader position under it.
+pub const MAX_RETRIES: u32 = 1024;
+
 /// A reader was already attached to the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReaderBusy;
@@ -114,16 +117,21 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
 impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
     /// Gets the oldest unread sub-buffer. In overwrite mode, skips to the oldest
     /// one still in the buffer if the writers lapped the reader.
+    ///
+    /// Each retry means writers moved the reader on; after [`MAX_RETRIES`] of them
+    /// (writers lapping the reader non-stop, or a hostile process rewriting the
+    /// region) it gives up with `NoData` rather than spin.
     pub fn get_next_subbuf(&mut self) -> Result<Subbuf, ReadError> {
-        loop {
-            // Acquire (O4): in overwrite mode, a writer's push happens before the
-            // packet it overwrote is gone.
-            let consumed = self.buf.ctl.reader().consumed.load(Acquire);
+        // Acquire (O4): in overwrite mode, a writer's push happens before the packet
+        // it overwrote is gone.
+        let mut consumed = self.buf.ctl.reader().consumed.load(Acquire);
+        for _ in 0..MAX_RETRIES {
             match self.get_subbuf(consumed) {
-                Err(ReadError::Overwritten { .. }) => continue,
+                Err(ReadError::Overwritten { consumed: now }) => consumed = now,
                 other => return other,
             }
         }
+        Err(ReadError::NoData)
     }
 
     /// Gets the sub-buffer at `pos` (a multiple of the sub-buffer size, not before
@@ -138,8 +146,11 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         let slot = geo.slot(pos);
         let words = buf.ctl.slot(slot);
         let reader = buf.ctl.reader();
-        loop {
+        for _ in 0..MAX_RETRIES {
             let consumed = reader.consumed.load(Acquire); // O4
+            if geo.offset(consumed) != 0 {
+                return Err(ReadError::Corrupt);
+            }
             if pos < consumed {
                 return Err(ReadError::Overwritten { consumed });
             }
@@ -166,6 +177,7 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
                 seq: geo.packet_seq(pos),
             });
         }
+        Err(ReadError::NoData)
     }
 
     /// Overwrite mode: swaps the spare in for the packet at `pos` and claims it.
@@ -177,8 +189,12 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         let reader = buf.ctl.reader();
         let id = SubbufId::from_raw(words.id.load(Acquire)); // O5
         if !id.noref() || !id.is_lap(geo.lap(pos)) {
-            // A writer already entered the next lap (and pushed `consumed`).
-            return Ok(None);
+            // A writer entered the next lap, and pushed `consumed` before: retry. If
+            // `consumed` did not move, the id contradicts `delivered`: corrupt.
+            return match reader.consumed.load(Acquire) == consumed {
+                true => Err(ReadError::Corrupt),
+                false => Ok(None),
+            };
         }
         let phys = buf.checked_phys(id).ok_or(ReadError::Corrupt)?;
         // Relaxed: only the reader writes `spare`.
