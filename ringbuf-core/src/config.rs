@@ -136,10 +136,7 @@ impl Config {
         if self.nesting_limit == 0 {
             return Err(ConfigError::ZeroNestingLimit);
         }
-        Ok(Geometry {
-            subbuf_shift: s.trailing_zeros(),
-            count_shift: n.trailing_zeros(),
-        })
+        Ok(Geometry::new(s.trailing_zeros(), n.trailing_zeros()))
     }
 
     /// Physical sub-buffers: one more than logical in overwrite mode (the reader's
@@ -155,48 +152,64 @@ impl Config {
 /// Position arithmetic for `N` sub-buffers of `S` bytes (both powers of two).
 ///
 /// Positions are free-running byte counters, never reduced modulo the buffer size:
-/// `| lap | sub-buffer index | offset |`.
+/// `| lap | sub-buffer index | offset |`. The masks are precomputed: this is on
+/// every event's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     subbuf_shift: u32,
-    count_shift: u32,
+    lap_shift: u32,
+    offset_mask: u64,
+    slot_mask: u64,
 }
 
 impl Geometry {
+    const fn new(subbuf_shift: u32, count_shift: u32) -> Self {
+        Self {
+            subbuf_shift,
+            lap_shift: subbuf_shift + count_shift,
+            offset_mask: (1 << subbuf_shift) - 1,
+            slot_mask: (1 << count_shift) - 1,
+        }
+    }
     /// Bytes per sub-buffer (`S`).
     #[inline(always)]
     pub const fn subbuf_size(self) -> u64 {
-        1 << self.subbuf_shift
+        self.offset_mask + 1
+    }
+    /// log2 of the sub-buffer size.
+    #[inline(always)]
+    pub const fn subbuf_shift(self) -> u32 {
+        self.subbuf_shift
     }
     /// Logical sub-buffers (`N`).
     #[inline(always)]
     pub const fn subbuf_count(self) -> u64 {
-        1 << self.count_shift
+        self.slot_mask + 1
     }
     /// Bytes in one lap (`N * S`).
     #[inline(always)]
     pub const fn buffer_size(self) -> u64 {
-        1 << (self.subbuf_shift + self.count_shift)
+        1 << self.lap_shift
     }
     /// Offset of `pos` inside its sub-buffer.
     #[inline(always)]
     pub const fn offset(self, pos: u64) -> u64 {
-        pos & (self.subbuf_size() - 1)
+        pos & self.offset_mask
     }
     /// Start of the sub-buffer containing `pos`.
     #[inline(always)]
     pub const fn subbuf_start(self, pos: u64) -> u64 {
-        pos & !(self.subbuf_size() - 1)
+        pos & !self.offset_mask
     }
     /// Logical slot (sub-buffer index) of `pos`.
     #[inline(always)]
     pub const fn slot(self, pos: u64) -> usize {
-        ((pos >> self.subbuf_shift) & (self.subbuf_count() - 1)) as usize
+        ((pos >> self.subbuf_shift) & self.slot_mask) as usize
     }
     /// Lap of `pos`: how many times the buffer was filled before it.
     #[inline(always)]
     pub const fn lap(self, pos: u64) -> u64 {
-        pos >> (self.subbuf_shift + self.count_shift)
+        pos >> self.lap_shift
     }
     /// Global index of the sub-buffer containing `pos` since the buffer was created:
     /// the packet sequence number.

@@ -49,7 +49,7 @@ pub struct ReaderWords<S> {
 }
 
 /// Per-slot words (one slot per logical sub-buffer), on their own cache line.
-#[repr(C)]
+#[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct SlotWords<W, S> {
     /// Bytes committed into this slot, accumulated over all laps and never reset:

@@ -148,7 +148,6 @@ const _: () = assert!(size_of::<RegionHeader>() <= HEADER_SIZE);
 const _: () = assert!(size_of::<WriterWords<W>>() <= CACHE_LINE);
 const _: () = assert!(size_of::<LossWords<W>>() <= CACHE_LINE);
 const _: () = assert!(size_of::<ReaderWords<W>>() <= CACHE_LINE);
-const _: () = assert!(size_of::<SlotWords<W, W>>() <= CACHE_LINE);
 
 /// Why a region cannot be initialised or attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,20 +243,26 @@ pub struct Layout {
     pub size: usize,
 }
 
+const WRITER_OFFSET: usize = HEADER_SIZE;
+const LOSSES_OFFSET: usize = HEADER_SIZE + CACHE_LINE;
+const READER_OFFSET: usize = HEADER_SIZE + 2 * CACHE_LINE;
+const SLOTS_OFFSET: usize = HEADER_SIZE + 3 * CACHE_LINE;
+const SLOT_STRIDE: usize = size_of::<SlotWords<W, W>>();
+const _: () = assert!(SLOT_STRIDE == CACHE_LINE);
+
 impl Layout {
     /// The layout of a buffer with `config`.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         config.validate()?;
-        let slots = HEADER_SIZE + 3 * CACHE_LINE;
-        let control_end = slots + config.subbuf_count as usize * CACHE_LINE;
+        let control_end = SLOTS_OFFSET + config.subbuf_count as usize * SLOT_STRIDE;
         let data = control_end.next_multiple_of(PAGE_SIZE);
         let data_stride = config.subbuf_size as usize;
         Ok(Self {
-            writer: HEADER_SIZE,
-            losses: HEADER_SIZE + CACHE_LINE,
-            reader: HEADER_SIZE + 2 * CACHE_LINE,
-            slots,
-            slot_stride: CACHE_LINE,
+            writer: WRITER_OFFSET,
+            losses: LOSSES_OFFSET,
+            reader: READER_OFFSET,
+            slots: SLOTS_OFFSET,
+            slot_stride: SLOT_STRIDE,
             data,
             data_stride,
             size: data + data_stride * config.physical_count() as usize,
@@ -271,6 +276,10 @@ impl Layout {
 /// (only through `unsafe` constructors).
 pub struct Region<'a, W: Word> {
     base: NonNull<u8>,
+    /// Start of physical sub-buffer 0 (cached: on every event's path).
+    data: NonNull<u8>,
+    slot_mask: usize,
+    subbuf_shift: u32,
     config: Config,
     layout: Layout,
     format: u32,
@@ -366,14 +375,8 @@ impl<'a, W: Word> Region<'a, W> {
             core::ptr::write_bytes(ptr, 0, layout.data);
             core::ptr::write_unaligned(ptr.cast::<RegionHeader>(), header);
         }
-        let region = Self {
-            // SAFETY: checked non-null and aligned in `check_memory`.
-            base: unsafe { NonNull::new_unchecked(ptr) },
-            config,
-            layout,
-            format,
-            _memory: PhantomData,
-        };
+        // SAFETY: the memory was checked to hold the layout.
+        let region = unsafe { Self::new_unchecked(ptr, config, layout, format) };
         for i in 0..config.subbuf_count as usize {
             let id = SubbufId::referenced(0, i as u64);
             region.slot(i).id.store(id.raw(), Relaxed);
@@ -399,16 +402,28 @@ impl<'a, W: Word> Region<'a, W> {
         let header = unsafe { core::ptr::read_volatile(ptr.cast::<RegionHeader>()) };
         core::sync::atomic::fence(Acquire);
         let config = validate_header::<W>(&header, len, format)?;
-        let region = Self {
-            // SAFETY: checked non-null and aligned in `check_memory`.
-            base: unsafe { NonNull::new_unchecked(ptr) },
-            config,
-            layout: Layout::new(&config)?,
-            format,
-            _memory: PhantomData,
-        };
+        // SAFETY: `validate_header` checked that the memory holds the layout.
+        let region = unsafe { Self::new_unchecked(ptr, config, Layout::new(&config)?, format) };
         region.validate_state()?;
         Ok(region)
+    }
+
+    /// # Safety
+    ///
+    /// `ptr` is non-null, 8-byte aligned and valid for `layout.size` bytes.
+    unsafe fn new_unchecked(ptr: *mut u8, config: Config, layout: Layout, format: u32) -> Self {
+        Self {
+            // SAFETY: non-null by the contract.
+            base: unsafe { NonNull::new_unchecked(ptr) },
+            // SAFETY: inside the memory by the contract, hence non-null.
+            data: unsafe { NonNull::new_unchecked(ptr.add(layout.data)) },
+            slot_mask: config.subbuf_count as usize - 1,
+            subbuf_shift: config.subbuf_size.trailing_zeros(),
+            config,
+            layout,
+            format,
+            _memory: PhantomData,
+        }
     }
 
     /// The id table and the reader's spare must be a permutation of the physical
@@ -467,11 +482,7 @@ impl<'a, W: Word> Region<'a, W> {
         debug_assert!((phys as u64) < self.config.physical_count());
         // SAFETY: callers pass `phys < physical_count` and `offset <= S` (Control's
         // contract), so the address is inside the data area.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(self.layout.data + phys * self.layout.data_stride + offset)
-        }
+        unsafe { self.data.as_ptr().add((phys << self.subbuf_shift) + offset) }
     }
 }
 
@@ -561,21 +572,20 @@ unsafe impl<W: Word> Control for Region<'_, W> {
     }
     #[inline(always)]
     fn writer(&self) -> &WriterWords<W> {
-        self.word_group(self.layout.writer)
+        self.word_group(WRITER_OFFSET)
     }
     #[inline(always)]
     fn losses(&self) -> &LossWords<W> {
-        self.word_group(self.layout.losses)
+        self.word_group(LOSSES_OFFSET)
     }
     #[inline(always)]
     fn reader(&self) -> &ReaderWords<SharedWord> {
-        self.word_group(self.layout.reader)
+        self.word_group(READER_OFFSET)
     }
     #[inline(always)]
     fn slot(&self, i: usize) -> &SlotWords<W, SharedWord> {
         debug_assert!((i as u64) < self.config.subbuf_count);
-        let i = i & (self.config.subbuf_count as usize - 1);
-        self.word_group(self.layout.slots + i * self.layout.slot_stride)
+        self.word_group(SLOTS_OFFSET + (i & self.slot_mask) * SLOT_STRIDE)
     }
     #[inline(always)]
     unsafe fn write_bytes(&self, phys: usize, offset: usize, src: &[u8]) {
