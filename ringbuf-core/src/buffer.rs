@@ -12,7 +12,9 @@
 //!   other committer's bytes and words before it delivers.
 //! * **O3** `delivered` is published with Release after the packet is finalised (and,
 //!   in overwrite mode, after the id is marked noref); readers and the next lap's
-//!   entering writer load it with Acquire.
+//!   entering writer load it with Acquire. The deliverer's claim CAS (`base` to
+//!   `base + 1`) is AcqRel: whoever sees the claim also sees the reservations that
+//!   completed the lap (see `deliver`).
 //! * **O4** `consumed`: in discard mode the reader stores it with Release after it
 //!   finished reading; writers load it with Acquire before overwriting. In overwrite
 //!   mode it is claimed by CAS (AcqRel) by the reader and pushed by writers.
@@ -126,12 +128,46 @@ struct Placement {
     record: u64,
     /// One past the payload.
     end: u64,
+    /// The record's timestamp.
+    timestamp: u64,
     /// Physical sub-buffer.
-    phys: usize,
+    phys: u32,
+    event_id: u32,
+    /// Bytes of record header.
+    header_size: u32,
     /// Whether the reservation opened or closed a sub-buffer (it cannot be undone).
     switched: bool,
-    rec: RecordInfo,
-    header_size: usize,
+}
+
+impl Placement {
+    #[inline(always)]
+    fn new(rec: &RecordInfo, start: u64, record: u64, header_size: usize, phys: usize) -> Self {
+        Self {
+            start,
+            record,
+            end: record + (header_size + rec.payload_len) as u64,
+            timestamp: rec.timestamp,
+            phys: phys as u32,
+            event_id: rec.event_id,
+            header_size: header_size as u32,
+            switched: false,
+        }
+    }
+
+    #[inline(always)]
+    fn payload_len(&self) -> usize {
+        (self.end - self.record) as usize - self.header_size as usize
+    }
+
+    /// The record as the client saw it at reserve time (for padding).
+    fn record_info(&self) -> RecordInfo {
+        RecordInfo {
+            event_id: self.event_id,
+            payload_len: self.payload_len(),
+            timestamp: self.timestamp,
+            prev_timestamp: 0,
+        }
+    }
 }
 
 /// An [`Out`] over a window of one physical sub-buffer.
@@ -209,6 +245,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     /// The format.
     pub fn client(&self) -> &K {
         &self.client
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &T {
+        &self.clock
     }
 
     /// The largest payload a record with `event_id` can carry.
@@ -328,16 +369,8 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     w.last_timestamp.store(ts, Relaxed);
                 }
                 let phys = self.writer_phys(old, base + end)?;
-                let at = Placement {
-                    start: old,
-                    record: base + record,
-                    end: base + end,
-                    phys,
-                    switched: false,
-                    rec,
-                    header_size,
-                };
-                self.write_record_header(&at);
+                let at = Placement::new(&rec, old, base + record, header_size, phys);
+                self.write_record_header(&at, &rec);
                 return Ok(at);
             }
         }
@@ -371,14 +404,14 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 
     #[inline(always)]
-    fn write_record_header(&self, at: &Placement) {
+    fn write_record_header(&self, at: &Placement, rec: &RecordInfo) {
         let mut out = Window {
             ctl: &self.ctl,
-            phys: at.phys,
+            phys: at.phys as usize,
             base: self.geo.offset(at.record) as usize,
-            len: at.header_size,
+            len: at.header_size as usize,
         };
-        self.client.write_record_header(&mut out, &at.rec);
+        self.client.write_record_header(&mut out, rec);
     }
 
     /// Sum of the loss counters that packets report as discarded events.
@@ -429,16 +462,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 if K::USES_PREV_TIMESTAMP {
                     w.last_timestamp.store(ts, Relaxed);
                 }
-                let at = Placement {
-                    start: old,
-                    record: base + align_up(off, K::RECORD_ALIGN as u64),
-                    end: base + here_end,
-                    phys: self.writer_phys(old, base + here_end)?,
-                    switched: here_end == s,
-                    rec: here,
-                    header_size: here_header,
-                };
-                self.write_record_header(&at);
+                let record = base + align_up(off, K::RECORD_ALIGN as u64);
+                let phys = self.writer_phys(old, base + here_end)?;
+                let mut at = Placement::new(&here, old, record, here_header, phys);
+                at.switched = here_end == s;
+                self.write_record_header(&at, &here);
                 return Ok(at);
             }
 
@@ -473,16 +501,9 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             if K::USES_PREV_TIMESTAMP {
                 w.last_timestamp.store(ts, Relaxed);
             }
-            let at = Placement {
-                start: open,
-                record: open + self.header,
-                end: open + end,
-                phys,
-                switched: true,
-                rec,
-                header_size,
-            };
-            self.write_record_header(&at);
+            let mut at = Placement::new(&rec, open, open + self.header, header_size, phys);
+            at.switched = true;
+            self.write_record_header(&at, &rec);
             return Ok(at);
         }
     }
@@ -544,7 +565,10 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 // the previous lap wraps to a tag no delivered id carries.
                 let overwritten = self.geo.lap(open).wrapping_sub(1);
                 let mut id = SubbufId::from_raw(words.id.load(Acquire));
-                while id.noref() && id.is_lap(overwritten) {
+                // (`ringbuf_mutant = "any_lap_noref"`: the unchecked clear, before the fix.)
+                while id.noref()
+                    && (id.is_lap(overwritten) || cfg!(ringbuf_mutant = "any_lap_noref"))
+                {
                     // AcqRel (O5): after this, the reader cannot swap the sub-buffer out.
                     match words.id.compare_exchange(
                         id.raw(),
@@ -600,7 +624,14 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         let slot = self.geo.slot(start);
         let words = self.ctl.slot(slot);
         let full = self.geo.full_commit(start);
-        let count = words.commit.fetch_add(size, AcqRel).wrapping_add(size); // O2
+        // O2. (`ringbuf_mutant`: deliberately broken variants that only loom-tests
+        // builds, to show its models catch them; never set in a normal build.)
+        let order = if cfg!(ringbuf_mutant = "relaxed_commit") {
+            Relaxed
+        } else {
+            AcqRel
+        };
+        let count = words.commit.fetch_add(size, order).wrapping_add(size);
         if count == full {
             self.deliver(slot, start, words);
             return;
@@ -632,9 +663,14 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         // stale and retries. With Acquire alone that re-load may still return the
         // stale position, and the writer counts a spurious `lost_wrap` for a slot
         // whose previous lap was delivered long ago (found by loom, model 1).
+        let claim = if cfg!(ringbuf_mutant = "acquire_claim") {
+            Acquire // mutant: the ordering before the fix above
+        } else {
+            AcqRel
+        };
         if words
             .delivered
-            .compare_exchange(base, base + 1, AcqRel, Relaxed)
+            .compare_exchange(base, base + 1, claim, Relaxed)
             .is_err()
         {
             return;
@@ -754,13 +790,13 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
     /// Payload bytes reserved.
     #[inline(always)]
     pub fn payload_len(&self) -> usize {
-        self.at.rec.payload_len
+        self.at.payload_len()
     }
 
     /// The record's timestamp.
     #[inline(always)]
     pub fn timestamp(&self) -> u64 {
-        self.at.rec.timestamp
+        self.at.timestamp
     }
 
     /// The record's position (free-running byte counter).
@@ -781,17 +817,24 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
         let fits = offset
             .checked_add(bytes.len())
-            .is_some_and(|e| e <= self.at.rec.payload_len);
+            .is_some_and(|e| e <= self.at.payload_len());
         if fits {
-            let payload = self.buf.geo.offset(self.at.record) as usize + self.at.header_size;
             // SAFETY: the payload bytes are reserved by us alone, in range by `fits`.
             unsafe {
-                self.buf
-                    .ctl
-                    .write_bytes(self.at.phys, payload + offset, bytes)
+                self.buf.ctl.write_bytes(
+                    self.at.phys as usize,
+                    self.payload_offset() + offset,
+                    bytes,
+                )
             }
         }
         fits
+    }
+
+    /// Offset of the payload in the sub-buffer.
+    #[inline(always)]
+    fn payload_offset(&self) -> usize {
+        self.buf.geo.offset(self.at.record) as usize + self.at.header_size as usize
     }
 
     /// Commits the record: it becomes part of its packet, which is delivered once
@@ -832,13 +875,14 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
         }
         let mut out = Window {
             ctl: &buf.ctl,
-            phys: self.at.phys,
+            phys: self.at.phys as usize,
             base: buf.geo.offset(self.at.record) as usize,
             len: (self.at.end - self.at.record) as usize,
         };
         let total = out.len;
+        let rec = self.at.record_info();
         buf.client
-            .write_padding_record(&mut out, &self.at.rec, self.at.header_size, total);
+            .write_padding_record(&mut out, &rec, self.at.header_size as usize, total);
         buf.commit_bytes(self.at.start, self.at.end - self.at.start);
         Discarded::Padded
     }
@@ -848,13 +892,15 @@ impl<C: Mapped, K: Client, T: Clock> Reservation<'_, C, K, T> {
     /// The payload, to write in place.
     #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let payload = self.buf.geo.offset(self.at.record) as usize + self.at.header_size;
         // SAFETY: the payload lies inside the physical sub-buffer (the reservation fits
         // in it) and is reserved by us alone until commit, which consumes `self`.
         unsafe {
             core::slice::from_raw_parts_mut(
-                self.buf.ctl.subbuf_ptr(self.at.phys).add(payload),
-                self.at.rec.payload_len,
+                self.buf
+                    .ctl
+                    .subbuf_ptr(self.at.phys as usize)
+                    .add(self.payload_offset()),
+                self.at.payload_len(),
             )
         }
     }

@@ -187,8 +187,11 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         let geo = buf.geo;
         let words = buf.ctl.slot(geo.slot(pos));
         let reader = buf.ctl.reader();
-        let id = SubbufId::from_raw(words.id.load(Acquire)); // O5
-        if !id.noref() || !id.is_lap(geo.lap(pos)) {
+        // O5. (`ringbuf_mutant = "skip_noref"`: a deliberately broken variant that
+        // only loom-tests builds: the noref check skipped.)
+        let id = SubbufId::from_raw(words.id.load(Acquire));
+        let noref = id.noref() || cfg!(ringbuf_mutant = "skip_noref");
+        if !noref || !id.is_lap(geo.lap(pos)) {
             // A writer entered the next lap, and pushed `consumed` before: retry. If
             // `consumed` did not move, the id contradicts `delivered`: corrupt.
             return match reader.consumed.load(Acquire) == consumed {
