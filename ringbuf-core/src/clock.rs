@@ -36,6 +36,19 @@ impl Clock for NoClock {
 pub struct Tsc;
 
 #[cfg(target_arch = "x86_64")]
+impl Tsc {
+    /// Whether the CPU advertises an invariant TSC (CPUID leaf 0x8000_0007, EDX bit
+    /// 8): constant rate in every P-, C- and T-state. Without it the TSC is not a
+    /// trace clock.
+    pub fn is_invariant() -> bool {
+        // Leaf 0x8000_0000 reports the highest extended leaf, so 0x8000_0007 is only
+        // read when it exists.
+        let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+        max >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 impl Clock for Tsc {
     #[inline(always)]
     fn now(&self) -> u64 {

@@ -34,6 +34,7 @@ mod client;
 mod clock;
 mod config;
 mod control;
+pub mod ctf;
 pub mod id;
 mod nesting;
 mod reader;
@@ -60,3 +61,8 @@ pub use region::{
     HEADER_SIZE, PAGE_SIZE, REGION_MAGIC, REGION_VERSION,
 };
 pub use word::{Flavour, LocalWord, SharedWord, Word};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

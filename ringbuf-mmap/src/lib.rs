@@ -1,5 +1,8 @@
-//! Shared-memory per-CPU channels built on [`ringbuf_core`].
+//! `ringbuf-mmap`: the std side of ringbuf buffers.
 //!
-//! This crate is a placeholder until its own issue lands: it re-exports the core so
-//! that the workspace layout is final from the start.
+//! For now: trace clocks ([`clock`]). Shared-memory channels, per-CPU buffers, the
+//! cross-process consumer and crash recovery come with their own issue.
+
+pub mod clock;
+
 pub use ringbuf_core as core;

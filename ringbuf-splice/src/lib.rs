@@ -1,5 +1,11 @@
-//! Zero-copy export, trace directories and the `ringbuf` CLI, built on [`ringbuf_core`].
+//! `ringbuf-splice`: getting trace data out of buffers.
 //!
-//! This crate is a placeholder until its own issue lands: it re-exports the core so
-//! that the workspace layout is final from the start.
+//! For now: a CTF trace directory writer ([`TraceDir`]) that babeltrace2 reads.
+//! Zero-copy page export, live streaming, snapshots and the `ringbuf` CLI come with
+//! their own issue.
+
+mod trace_dir;
+
+pub use trace_dir::{TraceDir, TraceError};
+
 pub use ringbuf_core as core;

@@ -1,0 +1,254 @@
+//! The CTF 1.8 packet and event layout (see `shared/docs/ctf-notes.md`).
+//!
+//! ```text
+//! packet header   magic u32 | uuid [16] | stream_id u32                      24 bytes
+//! packet context  timestamp_begin u64 | timestamp_end u64 | content_size u64 |
+//!                 packet_size u64 | packet_seq_num u64 | events_discarded u64 |
+//!                 cpu_id u32                                                  52 bytes
+//! event header    compact:  u32 = id:5 | timestamp:27                          4 bytes
+//!                 extended: u8 = 31 | id u32 | timestamp u64                  13 bytes
+//! ```
+//!
+//! Everything is little-endian and byte-aligned. An event gets the extended header
+//! when its id is 31 or more, or when its timestamp moved by 2^27 ticks or more since
+//! [`RecordInfo::prev_timestamp`] (which is never later than the previous event's, so
+//! a compact header is only chosen when it is decodable).
+
+use crate::client::{Client, Out, PacketBegin, PacketEnd, RecordInfo};
+
+use super::{PADDING_EMPTY_ID, PADDING_ID};
+
+/// CTF packet magic.
+pub const CTF_MAGIC: u32 = 0xC1FC_1FC1;
+/// Bytes of packet header and context.
+pub const PACKET_HEADER_SIZE: usize = 76;
+/// Bytes of a compact event header.
+pub const COMPACT_HEADER: usize = 4;
+/// Bytes of an extended event header.
+pub const EXTENDED_HEADER: usize = 13;
+/// Ids at or above this need the extended header.
+pub const EXTENDED_ID: u32 = 31;
+/// The compact timestamp is the low 27 bits.
+pub const COMPACT_TS_BITS: u32 = 27;
+
+const TS_BEGIN: usize = 24;
+const TS_END: usize = 32;
+const CONTENT_SIZE: usize = 40;
+const PACKET_SIZE: usize = 48;
+const SEQ_NUM: usize = 56;
+const DISCARDED: usize = 64;
+const CPU_ID: usize = 72;
+
+/// The CTF format for one stream (one buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctf {
+    /// The trace's uuid (also in the metadata).
+    pub uuid: [u8; 16],
+    /// Stream class id in the metadata.
+    pub stream_id: u32,
+    /// CPU (or buffer) number written in every packet.
+    pub cpu_id: u32,
+    /// Packets are padded with zeros from their content to a multiple of this
+    /// (a power of two: 4096 moves whole pages), capped at the sub-buffer size.
+    pub packet_align: u64,
+}
+
+impl Ctf {
+    /// A stream for `cpu_id` of the trace `uuid`, stream class 0, page-padded packets.
+    pub const fn new(uuid: [u8; 16], cpu_id: u32) -> Self {
+        Self {
+            uuid,
+            stream_id: 0,
+            cpu_id,
+            packet_align: 4096,
+        }
+    }
+
+    fn is_compact(rec: &RecordInfo) -> bool {
+        rec.event_id < EXTENDED_ID
+            && rec.timestamp.wrapping_sub(rec.prev_timestamp) < 1 << COMPACT_TS_BITS
+    }
+
+    fn put_header<O: Out>(out: &mut O, at: usize, id: u32, timestamp: u64, size: usize) {
+        if size == COMPACT_HEADER {
+            let low = timestamp & ((1 << COMPACT_TS_BITS) - 1);
+            out.put(at, &((id as u64 | (low << 5)) as u32).to_le_bytes());
+        } else {
+            let mut h = [0u8; EXTENDED_HEADER];
+            h[0] = EXTENDED_ID as u8;
+            h[1..5].copy_from_slice(&id.to_le_bytes());
+            h[5..13].copy_from_slice(&timestamp.to_le_bytes());
+            out.put(at, &h);
+        }
+    }
+}
+
+impl Client for Ctf {
+    const RECORD_ALIGN: usize = 1;
+    const USES_PREV_TIMESTAMP: bool = true;
+
+    #[inline(always)]
+    fn packet_header_size(&self) -> usize {
+        PACKET_HEADER_SIZE
+    }
+
+    #[inline(always)]
+    fn record_header_size(&self, rec: &RecordInfo) -> usize {
+        if Self::is_compact(rec) {
+            COMPACT_HEADER
+        } else {
+            EXTENDED_HEADER
+        }
+    }
+
+    #[inline(always)]
+    fn write_record_header<O: Out>(&self, out: &mut O, rec: &RecordInfo) {
+        let size = self.record_header_size(rec);
+        Self::put_header(out, 0, rec.event_id, rec.timestamp, size);
+    }
+
+    /// Padding is one or more `ringbuf_padding` events (a `u8` size and that many
+    /// zero bytes), the first with the header shape chosen at reserve time, the
+    /// others compact with the same timestamp; a record with no payload becomes
+    /// one field-less `ringbuf_padding_empty` event.
+    fn write_padding_record<O: Out>(
+        &self,
+        out: &mut O,
+        rec: &RecordInfo,
+        header_size: usize,
+        total: usize,
+    ) {
+        const MIN_EVENT: usize = COMPACT_HEADER + 1;
+        let (mut at, mut header) = (0, header_size);
+        while at < total {
+            let room = total - at - header;
+            if room == 0 {
+                Self::put_header(out, at, PADDING_EMPTY_ID, rec.timestamp, header);
+                return;
+            }
+            let mut take = room.min(256);
+            let rest = room - take;
+            if rest > 0 && rest < MIN_EVENT {
+                take -= MIN_EVENT - rest;
+            }
+            Self::put_header(out, at, PADDING_ID, rec.timestamp, header);
+            out.put(at + header, &[(take - 1) as u8]);
+            out.zero(at + header + 1, take - 1);
+            at += header + take;
+            header = COMPACT_HEADER;
+        }
+    }
+
+    fn packet_begin<O: Out>(&self, out: &mut O, begin: &PacketBegin) {
+        let mut h = [0u8; PACKET_HEADER_SIZE];
+        h[0..4].copy_from_slice(&CTF_MAGIC.to_le_bytes());
+        h[4..20].copy_from_slice(&self.uuid);
+        h[20..24].copy_from_slice(&self.stream_id.to_le_bytes());
+        h[TS_BEGIN..TS_BEGIN + 8].copy_from_slice(&begin.timestamp.to_le_bytes());
+        h[SEQ_NUM..SEQ_NUM + 8].copy_from_slice(&begin.seq.to_le_bytes());
+        h[CPU_ID..CPU_ID + 4].copy_from_slice(&self.cpu_id.to_le_bytes());
+        out.put(0, &h);
+    }
+
+    fn packet_end<O: Out>(&self, out: &mut O, end: &PacketEnd) {
+        let content = end.content_size;
+        let packet = content
+            .next_multiple_of(self.packet_align.max(1))
+            .min(end.packet_size);
+        out.put(TS_END, &end.timestamp.to_le_bytes());
+        out.put(CONTENT_SIZE, &(content * 8).to_le_bytes());
+        out.put(PACKET_SIZE, &(packet * 8).to_le_bytes());
+        out.put(DISCARDED, &end.events_discarded.to_le_bytes());
+        out.zero(content as usize, (packet - content) as usize);
+    }
+}
+
+/// Why bytes are not a CTF packet of this format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketError {
+    /// Shorter than the packet header.
+    Truncated,
+    /// Wrong magic.
+    BadMagic(u32),
+    /// Sizes not in bits of whole bytes, content larger than packet, packet larger
+    /// than the bytes, or content smaller than the header.
+    BadSizes {
+        /// `content_size` in bits.
+        content_bits: u64,
+        /// `packet_size` in bits.
+        packet_bits: u64,
+    },
+}
+
+/// The header and context of one CTF packet, checked against its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Trace uuid.
+    pub uuid: [u8; 16],
+    /// Stream class id.
+    pub stream_id: u32,
+    /// `timestamp_begin`.
+    pub timestamp_begin: u64,
+    /// `timestamp_end`.
+    pub timestamp_end: u64,
+    /// Bytes of header and events.
+    pub content_size: u64,
+    /// Bytes of the packet including zero padding: what a trace file holds.
+    pub packet_size: u64,
+    /// `packet_seq_num`.
+    pub seq: u64,
+    /// `events_discarded` (running total).
+    pub events_discarded: u64,
+    /// `cpu_id`.
+    pub cpu_id: u32,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+impl PacketInfo {
+    /// Parses the packet at the start of `bytes` (a sub-buffer, or a file's tail).
+    pub fn parse(bytes: &[u8]) -> Result<Self, PacketError> {
+        if bytes.len() < PACKET_HEADER_SIZE {
+            return Err(PacketError::Truncated);
+        }
+        let magic = u32_at(bytes, 0);
+        if magic != CTF_MAGIC {
+            return Err(PacketError::BadMagic(magic));
+        }
+        let (content_bits, packet_bits) = (u64_at(bytes, CONTENT_SIZE), u64_at(bytes, PACKET_SIZE));
+        let sizes_ok = content_bits % 8 == 0
+            && packet_bits % 8 == 0
+            && content_bits <= packet_bits
+            && content_bits / 8 >= PACKET_HEADER_SIZE as u64
+            && packet_bits / 8 <= bytes.len() as u64;
+        if !sizes_ok {
+            return Err(PacketError::BadSizes {
+                content_bits,
+                packet_bits,
+            });
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&bytes[4..20]);
+        Ok(Self {
+            uuid,
+            stream_id: u32_at(bytes, 20),
+            timestamp_begin: u64_at(bytes, TS_BEGIN),
+            timestamp_end: u64_at(bytes, TS_END),
+            content_size: content_bits / 8,
+            packet_size: packet_bits / 8,
+            seq: u64_at(bytes, SEQ_NUM),
+            events_discarded: u64_at(bytes, DISCARDED),
+            cpu_id: u32_at(bytes, CPU_ID),
+        })
+    }
+}

@@ -1,0 +1,56 @@
+//! CTF 1.8: every sub-buffer a packet, every record an event, and the TSDL metadata
+//! that lets babeltrace2 read them (DESIGN.md section 9).
+//!
+//! A tracer declares [`EventSchema`]s, creates one [`Ctf`] client per buffer (per
+//! CPU), writes events with [`write_event`] (one call, no allocation, fields encoded
+//! in place), and writes [`write_metadata`] next to the stream files.
+
+mod client;
+mod metadata;
+mod schema;
+
+pub use client::{
+    Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC, EXTENDED_HEADER,
+    EXTENDED_ID, PACKET_HEADER_SIZE,
+};
+pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
+pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
+
+use crate::{Buffer, Clock, Control, Nesting, ReserveError};
+
+/// Event id of `ringbuf_padding` (a discarded reservation that could not be undone).
+pub const PADDING_ID: u32 = 30;
+/// Event id of `ringbuf_padding_empty` (the same, for a record without payload).
+pub const PADDING_EMPTY_ID: u32 = 29;
+
+/// Why [`write_event`] wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventError {
+    /// The values do not match the schema (nothing reserved, nothing counted).
+    Schema(SchemaMismatch),
+    /// The buffer refused the event (counted in its loss counter).
+    Reserve(ReserveError),
+}
+
+/// Writes one event: checks `values` against `schema`, reserves, encodes the fields
+/// in place and commits. No allocation.
+pub fn write_event<C: Control, T: Clock>(
+    buf: &Buffer<C, Ctf, T>,
+    nest: &Nesting,
+    schema: &EventSchema,
+    values: &[Value<'_>],
+) -> Result<(), EventError> {
+    let size = encoded_size(schema, values).map_err(EventError::Schema)?;
+    let mut r = buf
+        .reserve(nest, schema.id, size)
+        .map_err(EventError::Reserve)?;
+    let mut at = 0;
+    for (field, value) in schema.fields.iter().zip(values) {
+        at = value.encode(field.ty, at, &mut |offset, bytes| {
+            let written = r.write_at(offset, bytes);
+            debug_assert!(written, "encoded size checked above");
+        });
+    }
+    r.commit();
+    Ok(())
+}
