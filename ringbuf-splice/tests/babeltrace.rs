@@ -629,3 +629,94 @@ fn reservations_discarded_as_padding_decode_as_padding_events_of_every_size() {
     )));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A clock shared by racing writers that sometimes jumps by more than the compact
+/// header can express.
+struct JumpyClock(AtomicU64);
+
+impl ringbuf_core::Clock for JumpyClock {
+    fn now(&self) -> u64 {
+        let t = self.0.fetch_add(1, Ordering::Relaxed);
+        if t % 997 == 0 {
+            self.0
+                .fetch_add((1 << COMPACT_TS_BITS) + t % 13, Ordering::Relaxed)
+        } else {
+            t
+        }
+    }
+}
+
+static STAMPED: [EventSchema; 1] = [EventSchema {
+    id: 2,
+    name: "stamped",
+    fields: &[
+        FieldDef {
+            name: "ts",
+            ty: FieldType::U64,
+        },
+        FieldDef {
+            name: "thread",
+            ty: FieldType::U32,
+        },
+    ],
+}];
+
+#[test]
+fn racing_writers_never_lose_a_needed_extended_header() {
+    let config = Config::new(4096, 64, Mode::Discard);
+    let mut mem = Memory::new(&config);
+    let region = Region::init(mem.bytes(), config, 1).unwrap();
+    let buf = Buffer::new(region, Ctf::new(UUID, 0), JumpyClock(AtomicU64::new(1))).unwrap();
+    let dir = trace_dir("racing");
+    let mut trace = TraceDir::create(&dir, &description(&STAMPED)).unwrap();
+    let mut reader = buf.reader().unwrap();
+    let written: usize = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..3u32)
+            .map(|thread| {
+                let buf = &buf;
+                s.spawn(move || {
+                    let nest = Nesting::new();
+                    let mut ok = 0;
+                    for _ in 0..3000 {
+                        // The record's own timestamp goes in its payload.
+                        if let Ok(mut r) = buf.reserve(&nest, STAMPED[0].id, 12) {
+                            let ts = r.timestamp();
+                            r.payload_mut()[..8].copy_from_slice(&ts.to_le_bytes());
+                            r.payload_mut()[8..].copy_from_slice(&thread.to_le_bytes());
+                            r.commit();
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    trace.close_stream(&buf, &mut reader, 0).unwrap();
+    let Some((decoded, stderr)) = babeltrace(&dir) else {
+        return;
+    };
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(decoded.len() as u64 + buf.stats().events_discarded(), 9000);
+    assert_eq!(decoded.len(), written);
+    let mut jumps = 0;
+    for (prev, d) in decoded.iter().zip(decoded.iter().skip(1)) {
+        let stamped: u64 = d.payload["{ ts = ".len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            d.ts, stamped,
+            "decoded timestamp differs from the written one"
+        );
+        jumps += (d.ts - prev.ts >= 1 << COMPACT_TS_BITS) as u32;
+    }
+    assert!(
+        jumps > 5,
+        "the clock jumped past the compact range {jumps} times"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
