@@ -703,6 +703,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             }
         }
         words.delivered.store(full, Release); // O3
+        self.client.delivered(self.geo.packet_seq(start));
     }
 
     /// Closes the current sub-buffer (see [`Switch`]).

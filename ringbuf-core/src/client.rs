@@ -89,6 +89,11 @@ pub trait Client: Sync {
     /// Finalises the packet when it is delivered (window: the whole sub-buffer).
     /// Padding after `content_size` is the client's to fill.
     fn packet_end<O: Out>(&self, out: &mut O, end: &PacketEnd);
+    /// Called once a packet is published to the reader (after `packet_end`), by
+    /// the writer that delivered it: the place for a wakeup. Must not block: it runs
+    /// on the event path, possibly in a signal handler.
+    #[inline(always)]
+    fn delivered(&self, _seq: u64) {}
 }
 
 /// The default format: a 48-byte packet header and 8-byte-aligned records made of a

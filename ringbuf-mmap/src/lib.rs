@@ -1,8 +1,29 @@
-//! `ringbuf-mmap`: the std side of ringbuf buffers.
+//! `ringbuf-mmap`: ringbuf buffers in shared memory.
 //!
-//! For now: trace clocks ([`clock`]). Shared-memory channels, per-CPU buffers, the
-//! cross-process consumer and crash recovery come with their own issue.
+//! * [`PerCpuChannel`] / [`PerThreadChannel`]: a channel of buffers in a memfd or a
+//!   file, written from any thread and from signal handlers;
+//! * [`Consumer`]: another process attaches by path or descriptor and reads packets,
+//!   treating the memory as hostile;
+//! * [`ChannelImage::recover`]: the packets a dead producer left in its file;
+//! * [`clock`]: trace clocks (`CLOCK_MONOTONIC`, the calibrated TSC).
 
+mod backing;
+mod channel;
 pub mod clock;
+mod consumer;
+pub mod guard;
+mod producer;
+mod recovery;
+mod wakeup;
+
+pub use backing::{recv_fd, send_fd, BackingError, Shm};
+pub use channel::{ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION};
+pub use consumer::{ConsumeError, Consumer, PerCpuConsumer, PerThreadConsumer};
+pub use producer::{
+    current_cpu, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions, NoFreeSlot,
+    PerCpuChannel, PerThreadChannel, ThreadWriter,
+};
+pub use recovery::{ChannelImage, RecoveryError, RecoveryReport};
+pub use wakeup::{Notify, Wakeup};
 
 pub use ringbuf_core as core;

@@ -16,7 +16,7 @@ pub use client::{
 pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
 
-use crate::{Buffer, Clock, Control, Nesting, ReserveError};
+use crate::{Buffer, Client, Clock, Control, Nesting, ReserveError};
 
 /// Event id of `ringbuf_padding` (a discarded reservation that could not be undone).
 pub const PADDING_ID: u32 = 30;
@@ -33,9 +33,10 @@ pub enum EventError {
 }
 
 /// Writes one event: checks `values` against `schema`, reserves, encodes the fields
-/// in place and commits. No allocation.
-pub fn write_event<C: Control, T: Clock>(
-    buf: &Buffer<C, Ctf, T>,
+/// in place and commits. No allocation. (Any client works; [`Ctf`], or a wrapper
+/// around it, makes the result a CTF event.)
+pub fn write_event<C: Control, K: Client, T: Clock>(
+    buf: &Buffer<C, K, T>,
     nest: &Nesting,
     schema: &EventSchema,
     values: &[Value<'_>],

@@ -1,0 +1,243 @@
+//! Crash recovery: the packets a dead producer left in a file-backed channel.
+//!
+//! The file is read into private memory (a producer that is not quite dead cannot
+//! change it under us, and a short file is an error, not a SIGBUS). For every
+//! buffer, every sub-buffer from the reader position to the write position is
+//! either a delivered packet, kept whole, or a partial one, cut at its committed
+//! prefix (everything before it was committed) with its sizes, end time and discarded
+//! count patched. Packets come out in order; one that has nothing committed is
+//! skipped (a `packet_seq_num` gap, which readers report as lost packets).
+//!
+//! Packets are CTF (the only format recovery knows how to patch).
+
+use std::path::Path;
+
+use ringbuf_core::ctf::{PacketInfo, CTF_MAGIC, PACKET_HEADER_SIZE};
+use ringbuf_core::{
+    Control, Flavour, LocalWord, Mapped, Mode, Region, RegionError, SharedWord, Word,
+};
+
+use crate::channel::{self, ChannelError, ChannelHeader, ChannelLayout};
+
+/// Why recovery failed.
+#[derive(Debug)]
+pub enum RecoveryError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The file is not a valid channel.
+    Channel(ChannelError),
+}
+
+impl std::fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "reading the channel: {e}"),
+            Self::Channel(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecoveryError {}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Complete (delivered) packets recovered.
+    pub complete: usize,
+    /// Partial packets recovered up to their committed prefix.
+    pub partial: usize,
+    /// Sub-buffers with nothing committed, skipped.
+    pub empty: usize,
+}
+
+/// A channel file read into private, 8-byte aligned memory.
+pub struct ChannelImage {
+    words: Vec<u64>,
+    len: usize,
+    header: ChannelHeader,
+    layout: ChannelLayout,
+    metadata: String,
+}
+
+impl ChannelImage {
+    /// Reads and validates the channel at `path`.
+    pub fn read(path: &Path) -> Result<Self, RecoveryError> {
+        let bytes = std::fs::read(path).map_err(RecoveryError::Io)?;
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `words` holds at least `bytes.len()` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast(), bytes.len())
+        };
+        if bytes.len() < std::mem::size_of::<ChannelHeader>() {
+            return Err(RecoveryError::Channel(ChannelError::BadLayout(
+                "file too short",
+            )));
+        }
+        // SAFETY: at least a header's bytes; plain data.
+        let header: ChannelHeader = unsafe { std::ptr::read_unaligned(words.as_ptr().cast()) };
+        let (header, _, layout) =
+            channel::header_config(&header, bytes.len() as u64).map_err(RecoveryError::Channel)?;
+        let start = header.metadata_offset as usize;
+        let metadata = std::str::from_utf8(&bytes[start..start + header.metadata_len as usize])
+            .map_err(|_| RecoveryError::Channel(ChannelError::BadMetadata))?
+            .to_owned();
+        Ok(Self {
+            words,
+            len: bytes.len(),
+            header,
+            layout,
+            metadata,
+        })
+    }
+
+    /// The trace metadata the producer stored.
+    pub fn metadata(&self) -> &str {
+        &self.metadata
+    }
+
+    /// Number of buffers.
+    pub fn buffers(&self) -> u32 {
+        self.header.buffers
+    }
+
+    /// Recovers every buffer's packets, in order, handing `emit(buffer, packet)`
+    /// each one (exactly its `packet_size` bytes).
+    pub fn recover(
+        &mut self,
+        mut emit: impl FnMut(u32, &[u8]),
+    ) -> Result<RecoveryReport, RecoveryError> {
+        let mut report = RecoveryReport::default();
+        let base = self.words.as_mut_ptr().cast::<u8>();
+        debug_assert!(self.layout.size as usize <= self.len);
+        for index in 0..self.header.buffers {
+            let offset =
+                (self.layout.regions_offset + self.layout.region_stride * index as u64) as usize;
+            // SAFETY: inside our private copy (layout checked against its length).
+            let ptr = unsafe { base.add(offset) };
+            let len = self.layout.region_size as usize;
+            let format = self.header.format;
+            // SAFETY: our private memory, alive for this call; we are its only user,
+            // so the local flavour's one-CPU contract holds trivially.
+            let result = match unsafe { Region::<SharedWord>::attach_raw(ptr, len, format) } {
+                Err(RegionError::FlavourMismatch {
+                    region: Flavour::Local,
+                }) => {
+                    // SAFETY: as above.
+                    let region = unsafe { Region::<LocalWord>::attach_raw(ptr, len, format) };
+                    region.map(|r| recover_region(&r, index, &mut emit, &mut report))
+                }
+                other => other.map(|r| recover_region(&r, index, &mut emit, &mut report)),
+            };
+            result
+                .map_err(|error| RecoveryError::Channel(ChannelError::Region { index, error }))?;
+        }
+        Ok(report)
+    }
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// One buffer: packets from the reader position to the write position.
+fn recover_region<W: Word>(
+    region: &Region<'_, W>,
+    index: u32,
+    emit: &mut impl FnMut(u32, &[u8]),
+    report: &mut RecoveryReport,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = region.config();
+    let geo = config.validate().expect("validated at attach");
+    let s = geo.subbuf_size();
+    let write = region.writer().write.load(Relaxed);
+    let losses = region.losses();
+    let total_discarded = losses.full.load(Relaxed)
+        + losses.wrap.load(Relaxed)
+        + losses.big.load(Relaxed)
+        + losses.nested.load(Relaxed);
+    let last_ts = region.writer().last_timestamp.load(Relaxed);
+    let consumed = region.reader().consumed.load(Relaxed);
+    // In overwrite mode, anything older than one lap is gone.
+    let oldest = geo
+        .subbuf_start(write)
+        .saturating_sub(geo.buffer_size() - s);
+    let first = consumed.max(oldest);
+    let mut packet = vec![0u8; s as usize];
+    let mut running_discarded = 0u64;
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut pos = geo.subbuf_start(first);
+    while pos < write {
+        let slot = region.slot(geo.slot(pos));
+        let full = geo.full_commit(pos);
+        let lap_base = full - s;
+        let phys = match config.mode {
+            Mode::Discard => geo.slot(pos) as u64,
+            Mode::Overwrite => ringbuf_core::id::SubbufId::from_raw(slot.id.load(Relaxed)).phys(),
+        };
+        if phys >= config.physical_count() {
+            report.empty += 1;
+            pos += s;
+            continue;
+        }
+        // SAFETY: phys is in range; the sub-buffer is `s` bytes of our private copy.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(region.subbuf_ptr(phys as usize), s as usize) };
+        packet.copy_from_slice(bytes);
+        let is_ctf = le64(&packet, 0) as u32 == CTF_MAGIC;
+        let delivered = slot.delivered.load(Relaxed) == full;
+        let prefix = slot.prefix.load(Relaxed);
+        let content = if delivered {
+            None
+        } else if prefix > lap_base && prefix <= full {
+            Some(prefix - lap_base)
+        } else {
+            None
+        };
+        if delivered && is_ctf {
+            if let Ok(info) = PacketInfo::parse(&packet) {
+                running_discarded = running_discarded.max(info.events_discarded);
+                put64(&mut packet, 64, running_discarded);
+                out.push(packet[..info.packet_size as usize].to_vec());
+                report.complete += 1;
+                pos += s;
+                continue;
+            }
+        }
+        match content {
+            Some(content) if is_ctf && content >= PACKET_HEADER_SIZE as u64 => {
+                let begin = le64(&packet, 24);
+                // The open packet's events are no later than the last reservation;
+                // a closed one's end time was stored by the writer that closed it.
+                let end = if geo.subbuf_start(write) == pos
+                    || geo.offset(write) == 0 && pos + s == write
+                {
+                    last_ts
+                } else {
+                    slot.end_ts.load(Relaxed)
+                };
+                let packet_size = content.next_multiple_of(4096).min(s);
+                put64(&mut packet, 32, end.max(begin));
+                put64(&mut packet, 40, content * 8);
+                put64(&mut packet, 48, packet_size * 8);
+                put64(&mut packet, 64, running_discarded);
+                packet[content as usize..packet_size as usize].fill(0);
+                out.push(packet[..packet_size as usize].to_vec());
+                report.partial += 1;
+            }
+            _ => report.empty += 1,
+        }
+        pos += s;
+    }
+    // The stream's last packet carries the final count (ctf-notes rule 7).
+    if let Some(last) = out.last_mut() {
+        put64(last, 64, running_discarded.max(total_discarded));
+    }
+    for packet in &out {
+        emit(index, packet);
+    }
+}
