@@ -283,6 +283,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 buf: self,
                 nest,
                 at,
+                _not_send: core::marker::PhantomData,
             }),
             Err(e) => {
                 nest.exit();
@@ -780,11 +781,15 @@ pub enum Discarded {
 /// A reserved record. Write the payload, then [`commit`](Reservation::commit).
 /// Dropping it discards it (see [`Reservation::try_discard`]), so a reservation can
 /// never wedge its sub-buffer.
+///
+/// Not `Send`: it must be committed by the thread that reserved it (whose nesting
+/// counter it holds, and on whose CPU a local-flavour buffer is written).
 #[must_use = "a reservation is discarded when dropped; call commit()"]
 pub struct Reservation<'b, C: Control, K: Client, T: Clock> {
     buf: &'b Buffer<C, K, T>,
     nest: &'b Nesting,
     at: Placement,
+    _not_send: core::marker::PhantomData<*const ()>,
 }
 
 impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {

@@ -227,6 +227,11 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         }
     }
 
+    /// The buffer's configuration.
+    pub fn config(&self) -> crate::Config {
+        self.buf.config()
+    }
+
     /// Releases the sub-buffer; in discard mode, writers may now reuse it.
     pub fn put_next_subbuf(&mut self, sub: Subbuf) {
         if self.held != Some((sub.pos, sub.phys)) {
@@ -269,11 +274,6 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
             unsafe { self.buf.ctl.read_bytes(sub.phys, offset, dst) }
         }
         in_range
-    }
-
-    /// The buffer this reader reads.
-    pub fn buffer(&self) -> &Buffer<C, K, T> {
-        self.buf
     }
 }
 

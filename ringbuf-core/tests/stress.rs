@@ -97,6 +97,7 @@ fn writer<C: ringbuf_core::Mapped, K: Client, T: Clock>(
 
 /// Reads packets until `done` and nothing is left; returns (packet seq -> records).
 fn read_all<C, K, T>(
+    buf: &Buffer<C, K, T>,
     reader: &mut Reader<'_, C, K, T>,
     done: &AtomicBool,
 ) -> HashMap<u64, Vec<(u32, u64)>>
@@ -130,7 +131,7 @@ where
                 reader.put_next_subbuf(sub);
             }
             Err(_) if finished => {
-                let flushed = reader.buffer().switch(Switch::Flush);
+                let flushed = buf.switch(Switch::Flush);
                 if flushed.is_ok() {
                     // Drain what the flush closed.
                     while let Ok(sub) = reader.get_next_subbuf() {
@@ -169,7 +170,7 @@ fn run<W: Word>(buf: &Buffer<Region<'_, W>, RawRecords, Counter>, writers: u64) 
         let reader = s.spawn(|| {
             let mut reader = buf.reader().unwrap();
             start.wait();
-            read_all(&mut reader, &done)
+            read_all(buf, &mut reader, &done)
         });
         let logs: Vec<WriterLog> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         done.store(true, Ordering::Release);

@@ -21,9 +21,9 @@ pub use channel::{ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHA
 pub use consumer::{ConsumeError, Consumer, PerCpuConsumer, PerThreadConsumer};
 pub use producer::{
     current_cpu, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions, NoFreeSlot,
-    PerCpuChannel, PerThreadChannel, ThreadWriter,
+    PerCpuChannel, PerThreadChannel, ThreadReader, ThreadWriter,
 };
-pub use recovery::{ChannelImage, RecoveryError, RecoveryReport};
+pub use recovery::{recover_to_dir, ChannelImage, RecoveryError, RecoveryReport};
 pub use wakeup::{Notify, Wakeup};
 
 pub use ringbuf_core as core;

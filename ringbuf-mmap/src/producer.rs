@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ringbuf_core::ctf::{self, EventError, EventSchema, Value};
 use ringbuf_core::{
-    Buffer, Client, Clock, Config, LocalWord, Nesting, Region, ReserveError, SharedWord, Stats,
-    Switch, SwitchError, Word,
+    Buffer, Client, Clock, Config, LocalWord, Nesting, Reader, ReaderBusy, Region, Reservation,
+    ReserveError, SharedWord, Stats, Switch, SwitchError, Word,
 };
 
 use crate::backing::Shm;
@@ -90,6 +90,9 @@ pub fn wakeup_path(path: &Path) -> PathBuf {
 }
 
 type ChannelBuffer<W, K, T> = Buffer<Region<'static, W>, Notify<K>, T>;
+
+/// The in-process reader of a [`PerThreadChannel`] slot.
+pub type ThreadReader<'c, K, T> = Reader<'c, Region<'static, LocalWord>, Notify<K>, T>;
 
 /// What both channel kinds hold. Field order is drop order: the buffers point into
 /// the mapping, so they go first.
@@ -281,6 +284,13 @@ impl<K: Client, T: Clock> PerThreadChannel<K, T> {
         self.parts.buffers.iter().map(Buffer::stats).collect()
     }
 
+    /// The reader of slot `slot`, for a consumer in this process. (The buffers
+    /// themselves are never handed out: writing one from another thread would break
+    /// the local flavour's contract.)
+    pub fn reader(&self, slot: u32) -> Option<Result<ThreadReader<'_, K, T>, ReaderBusy>> {
+        self.parts.buffers.get(slot as usize).map(Buffer::reader)
+    }
+
     /// The shared memory.
     pub fn shm(&self) -> &Shm {
         &self.parts.shm
@@ -301,10 +311,16 @@ pub struct ThreadWriter<'c, K: Client, T: Clock> {
 }
 
 impl<K: Client, T: Clock> ThreadWriter<'_, K, T> {
-    /// This thread's buffer.
-    #[inline(always)]
-    pub fn buffer(&self) -> &ChannelBuffer<LocalWord, K, T> {
-        self.buffer
+    /// Reserves room for one event in this thread's buffer (see
+    /// [`Buffer::reserve`]); the reservation cannot leave the thread either.
+    #[inline]
+    pub fn reserve<'a>(
+        &'a self,
+        nest: &'a Nesting,
+        event_id: u32,
+        payload_len: usize,
+    ) -> Result<Reservation<'a, Region<'static, LocalWord>, Notify<K>, T>, ReserveError> {
+        self.buffer.reserve(nest, event_id, payload_len)
     }
 
     /// The slot (buffer index in the channel).

@@ -48,6 +48,10 @@ pub struct RecoveryReport {
     pub partial: usize,
     /// Sub-buffers with nothing committed, skipped.
     pub empty: usize,
+    /// Bytes of committed records that could not be kept because they lie behind a
+    /// reservation still open at the crash (the committed-prefix rule: an open
+    /// record cannot be delimited, so nothing after it in its packet is trusted).
+    pub committed_bytes_cut: u64,
 }
 
 /// A channel file read into private, 8-byte aligned memory.
@@ -162,10 +166,10 @@ fn recover_region<W: Word>(
         + losses.nested.load(Relaxed);
     let last_ts = region.writer().last_timestamp.load(Relaxed);
     let consumed = region.reader().consumed.load(Relaxed);
-    // In overwrite mode, anything older than one lap is gone.
-    let oldest = geo
-        .subbuf_start(write)
-        .saturating_sub(geo.buffer_size() - s);
+    // Anything older than one lap before the write position is gone (overwrite
+    // mode). At a boundary, the next sub-buffer is not opened yet, so all N slots
+    // still hold the last N packets.
+    let oldest = write.next_multiple_of(s).saturating_sub(geo.buffer_size());
     let first = consumed.max(oldest);
     let mut packet = vec![0u8; s as usize];
     let mut running_discarded = 0u64;
@@ -191,6 +195,7 @@ fn recover_region<W: Word>(
         let is_ctf = le64(&packet, 0) as u32 == CTF_MAGIC;
         let delivered = slot.delivered.load(Relaxed) == full;
         let prefix = slot.prefix.load(Relaxed);
+        let committed = slot.commit.load(Relaxed).clamp(lap_base, full) - lap_base;
         let content = if delivered {
             None
         } else if prefix > lap_base && prefix <= full {
@@ -228,8 +233,12 @@ fn recover_region<W: Word>(
                 packet[content as usize..packet_size as usize].fill(0);
                 out.push(packet[..packet_size as usize].to_vec());
                 report.partial += 1;
+                report.committed_bytes_cut += committed.saturating_sub(content);
             }
-            _ => report.empty += 1,
+            _ => {
+                report.empty += 1;
+                report.committed_bytes_cut += if delivered { 0 } else { committed };
+            }
         }
         pos += s;
     }
@@ -240,4 +249,19 @@ fn recover_region<W: Word>(
     for packet in &out {
         emit(index, packet);
     }
+}
+
+/// Recovers the channel file `channel` into a new CTF trace directory `out`
+/// (`metadata` plus `stream_<buffer>` files of whole packets) that babeltrace2 reads.
+pub fn recover_to_dir(channel: &Path, out: &Path) -> Result<RecoveryReport, RecoveryError> {
+    let mut image = ChannelImage::read(channel)?;
+    std::fs::create_dir(out).map_err(RecoveryError::Io)?;
+    std::fs::write(out.join("metadata"), image.metadata()).map_err(RecoveryError::Io)?;
+    let mut streams: Vec<Vec<u8>> = vec![Vec::new(); image.buffers() as usize];
+    let report =
+        image.recover(|buffer, packet| streams[buffer as usize].extend_from_slice(packet))?;
+    for (buffer, bytes) in streams.iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+        std::fs::write(out.join(format!("stream_{buffer}")), bytes).map_err(RecoveryError::Io)?;
+    }
+    Ok(report)
 }

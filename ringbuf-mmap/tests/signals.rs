@@ -1,0 +1,366 @@
+//! A signal storm: a writer thread interrupted by a timer signal at more than
+//! 10 kHz, whose handler writes into the same buffer (and sometimes re-raises inside
+//! its own open reservation to nest deeper than the limit). At least 10^6 events;
+//! every one read once and intact, or counted lost; the nesting limit respected.
+//! Both flavours: a per-CPU (shared) channel and a per-thread (local) one.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ringbuf_core::{
+    Client, Clock, Config, Mapped, Mode, Nesting, NoClock, RawPacket, RawRecords, Reader,
+    Reservation, ReserveError, Switch,
+};
+use ringbuf_mmap::{
+    with_nesting, Backing, ChannelOptions, PerCpuChannel, PerThreadChannel, ThreadWriter,
+};
+
+const EVENTS: u64 = 1_000_000;
+const LIMIT: u32 = 3;
+const HANDLER_BIT: u64 = 1 << 63;
+
+static SHARED: OnceLock<PerCpuChannel<RawRecords, NoClock>> = OnceLock::new();
+static LOCAL: OnceLock<PerThreadChannel<RawRecords, NoClock>> = OnceLock::new();
+
+thread_local! {
+    static LOCAL_WRITER: Cell<*const ThreadWriter<'static, RawRecords, NoClock>> =
+        const { Cell::new(std::ptr::null()) };
+}
+
+/// Which channel the handler writes to (0: shared, 1: local).
+static USE_LOCAL: AtomicBool = AtomicBool::new(false);
+
+/// What the handler did, in atomics (signal-safe).
+static HANDLER_SEQ: AtomicU64 = AtomicU64::new(0);
+static HANDLER_OK: AtomicU64 = AtomicU64::new(0);
+static HANDLER_LOST: AtomicU64 = AtomicU64::new(0);
+static HANDLER_NESTED: AtomicU64 = AtomicU64::new(0);
+static NESTING_VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+static MAX_DEPTH: AtomicU32 = AtomicU32::new(0);
+
+fn check(seq: u64) -> u64 {
+    seq.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) ^ 0xdead_beef
+}
+
+/// Writes one checksummed event through `reserve`, calling `inside` while the
+/// reservation is open (where a nested signal may land).
+fn write_one<C: Mapped, K: Client, T: Clock>(
+    reserve: impl FnOnce(&Nesting) -> Result<Reservation<'_, C, K, T>, ReserveError>,
+    seq: u64,
+    inside: impl FnOnce(),
+) -> Result<(), ReserveError> {
+    with_nesting(|nest| {
+        let mut r = reserve(nest)?;
+        r.payload_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+        r.payload_mut()[8..].copy_from_slice(&check(seq).to_le_bytes());
+        inside();
+        r.commit();
+        Ok(())
+    })
+}
+
+extern "C" fn handler(_sig: libc::c_int) {
+    let depth = with_nesting(|n| n.depth());
+    let seq = HANDLER_BIT | HANDLER_SEQ.fetch_add(1, Ordering::Relaxed);
+    // Now and then, raise the signal again inside our open reservation (SA_NODEFER
+    // delivers it at once) until the nesting limit is passed.
+    let nest_deeper = || {
+        if seq % 50 == 0 && depth < LIMIT {
+            // SAFETY: raise is async-signal-safe.
+            unsafe { libc::raise(libc::SIGUSR1) };
+        }
+    };
+    let result = if USE_LOCAL.load(Ordering::Relaxed) {
+        let writer = LOCAL_WRITER.with(Cell::get);
+        if writer.is_null() {
+            return;
+        }
+        // SAFETY: set by this thread before its timer started, to a leaked writer
+        // of a static channel.
+        let writer = unsafe { &*writer };
+        write_one(|nest| writer.reserve(nest, 1, 16), seq, nest_deeper)
+    } else {
+        let buffer = SHARED.get().expect("set").current();
+        write_one(|nest| buffer.reserve(nest, 1, 16), seq, nest_deeper)
+    };
+    let depth_ok = match result {
+        Ok(()) => {
+            HANDLER_OK.fetch_add(1, Ordering::Relaxed);
+            MAX_DEPTH.fetch_max(depth + 1, Ordering::Relaxed);
+            depth < LIMIT
+        }
+        Err(ReserveError::Nested) => {
+            HANDLER_NESTED.fetch_add(1, Ordering::Relaxed);
+            depth >= LIMIT
+        }
+        Err(_) => {
+            HANDLER_LOST.fetch_add(1, Ordering::Relaxed);
+            depth < LIMIT
+        }
+    };
+    if !depth_ok {
+        NESTING_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A per-thread POSIX timer sending SIGUSR1 to `tid` every `period`.
+struct Timer(libc::timer_t);
+
+impl Timer {
+    fn start(tid: libc::pid_t, period: Duration) -> Self {
+        // SAFETY: a zeroed sigevent filled for SIGEV_THREAD_ID; timer_create writes
+        // the id; all results are checked.
+        unsafe {
+            let mut sev: libc::sigevent = std::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = libc::SIGUSR1;
+            sev.sigev_notify_thread_id = tid;
+            let mut id: libc::timer_t = std::mem::zeroed();
+            assert_eq!(
+                libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id),
+                0
+            );
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: period.as_nanos() as _,
+            };
+            let spec = libc::itimerspec {
+                it_interval: ts,
+                it_value: ts,
+            };
+            assert_eq!(libc::timer_settime(id, 0, &spec, std::ptr::null_mut()), 0);
+            Self(id)
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: a timer we created.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+fn install_handler() {
+    // SAFETY: a zeroed sigaction with a plain handler; SA_NODEFER lets it nest.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_NODEFER | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Drains until `done`; returns every seq read (checksums verified).
+fn reader<C: Mapped, K: Client, T: Clock>(
+    mut readers: Vec<Reader<'_, C, K, T>>,
+    done: &AtomicBool,
+) -> HashSet<u64> {
+    let mut seen = HashSet::new();
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        let mut got = 0;
+        for r in &mut readers {
+            while let Ok(sub) = r.get_next_subbuf() {
+                let packet = RawPacket::parse(r.bytes(&sub).unwrap()).expect("valid packet");
+                for rec in packet.records() {
+                    let (_, p) = rec.expect("valid record");
+                    let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
+                    assert_eq!(u64::from_le_bytes(p[8..].try_into().unwrap()), check(seq));
+                    assert!(seen.insert(seq), "{seq:#x} read twice");
+                }
+                r.put_next_subbuf(sub);
+                got += 1;
+            }
+        }
+        if finished && got == 0 {
+            return seen;
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+struct Outcome {
+    main_ok: u64,
+    main_lost: u64,
+    seen: HashSet<u64>,
+    signals_per_sec: f64,
+}
+
+/// Runs the storm: `writer` runs on the writer thread and writes event `i` for
+/// each `i` (it may set up thread-local state first); `flush` closes the streams
+/// once it is done.
+fn storm<C: Mapped + Sync, K: Client, T: Clock>(
+    readers: Vec<Reader<'_, C, K, T>>,
+    writer: impl FnOnce() -> Box<dyn Fn(u64) -> Result<(), ReserveError>> + Send,
+    flush: impl FnOnce(),
+) -> Outcome {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| reader(readers, &done));
+        let writer = s.spawn(move || {
+            let write = writer();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let handled_before = HANDLER_SEQ.load(Ordering::Relaxed);
+            let start = Instant::now();
+            let timer = Timer::start(tid, Duration::from_micros(25));
+            let (mut ok, mut lost) = (0, 0);
+            for i in 0..EVENTS {
+                match write(i) {
+                    Ok(()) => ok += 1,
+                    Err(_) => lost += 1,
+                }
+            }
+            drop(timer);
+            let signals = HANDLER_SEQ.load(Ordering::Relaxed) - handled_before;
+            (ok, lost, signals as f64 / start.elapsed().as_secs_f64())
+        });
+        let (main_ok, main_lost, signals_per_sec) = writer.join().unwrap();
+        flush();
+        done.store(true, Ordering::Release);
+        Outcome {
+            main_ok,
+            main_lost,
+            seen: reader.join().unwrap(),
+            signals_per_sec,
+        }
+    })
+}
+
+fn verify(name: &str, outcome: &Outcome, stats: &[ringbuf_core::Stats]) {
+    let handler_attempts = HANDLER_SEQ.load(Ordering::Relaxed);
+    let handler_ok = HANDLER_OK.load(Ordering::Relaxed);
+    let handler_nested = HANDLER_NESTED.load(Ordering::Relaxed);
+    let handler_lost = HANDLER_LOST.load(Ordering::Relaxed);
+    let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
+    let nested: u64 = stats.iter().map(|s| s.lost_nested).sum();
+    eprintln!(
+        "{name}: {} main events ({} lost), {handler_attempts} in handlers ({handler_nested} beyond the nesting limit, {handler_lost} lost), {:.0} signals/s, max depth {}",
+        outcome.main_ok + outcome.main_lost,
+        outcome.main_lost,
+        outcome.signals_per_sec,
+        MAX_DEPTH.load(Ordering::Relaxed)
+    );
+    assert!(outcome.main_ok + outcome.main_lost + handler_attempts >= EVENTS);
+    assert!(
+        outcome.signals_per_sec >= 10_000.0,
+        "only {:.0} signals/s",
+        outcome.signals_per_sec
+    );
+    assert_eq!(handler_attempts, handler_ok + handler_nested + handler_lost);
+    // Exact accounting: everything committed is read, once; every loss is counted.
+    assert_eq!(outcome.seen.len() as u64, outcome.main_ok + handler_ok);
+    assert_eq!(lost, outcome.main_lost + handler_nested + handler_lost);
+    assert_eq!(nested, handler_nested);
+    assert!(handler_nested > 0, "the storm reached the nesting limit");
+    assert_eq!(NESTING_VIOLATIONS.load(Ordering::Relaxed), 0);
+    assert_eq!(MAX_DEPTH.load(Ordering::Relaxed), LIMIT);
+}
+
+fn reset_counters() {
+    for c in [
+        &HANDLER_SEQ,
+        &HANDLER_OK,
+        &HANDLER_LOST,
+        &HANDLER_NESTED,
+        &NESTING_VIOLATIONS,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+    MAX_DEPTH.store(0, Ordering::Relaxed);
+}
+
+fn options() -> ChannelOptions {
+    ChannelOptions {
+        config: Config::new(64 * 1024, 16, Mode::Discard).with_nesting_limit(LIMIT),
+        buffers: ringbuf_mmap::possible_cpus(),
+        format: 0,
+        prefault: true,
+    }
+}
+
+#[test]
+fn signal_storms_write_into_the_interrupted_buffer_with_exact_accounting() {
+    install_handler();
+
+    // Shared flavour: a per-CPU channel.
+    reset_counters();
+    USE_LOCAL.store(false, Ordering::Relaxed);
+    let shared = SHARED.get_or_init(|| {
+        PerCpuChannel::create(
+            Backing::Memfd { name: "storm" },
+            &options(),
+            "",
+            |_| RawRecords,
+            |_| NoClock,
+        )
+        .unwrap()
+    });
+    let readers = shared
+        .buffers()
+        .iter()
+        .map(|b| b.reader().unwrap())
+        .collect();
+    let outcome = storm(
+        readers,
+        || {
+            Box::new(|i| {
+                let buffer = shared.current();
+                write_one(|nest| buffer.reserve(nest, 1, 16), i, || {})
+            })
+        },
+        || while shared.switch_all(Switch::Flush).is_err() {},
+    );
+    verify("per-CPU", &outcome, &shared.stats());
+
+    // Local flavour: the writer thread's own buffer.
+    reset_counters();
+    USE_LOCAL.store(true, Ordering::Relaxed);
+    let mut opts = options();
+    opts.buffers = 1;
+    let local = LOCAL.get_or_init(|| {
+        PerThreadChannel::create(
+            Backing::Memfd {
+                name: "storm-local",
+            },
+            &opts,
+            "",
+            |_| RawRecords,
+            |_| NoClock,
+        )
+        .unwrap()
+    });
+    let readers = vec![local.reader(0).unwrap().unwrap()];
+    static FLUSHED: AtomicBool = AtomicBool::new(false);
+    let outcome = storm(
+        readers,
+        || {
+            // Registered on the writer thread, where it stays; the handler finds it
+            // through a thread-local.
+            let writer: &'static ThreadWriter<'static, RawRecords, NoClock> =
+                Box::leak(Box::new(local.register().unwrap()));
+            LOCAL_WRITER.with(|w| w.set(writer));
+            Box::new(move |i| {
+                if i == EVENTS - 1 {
+                    let r = write_one(|nest| writer.reserve(nest, 1, 16), i, || {});
+                    // Only the owning thread may close its packet.
+                    while writer.switch(Switch::Flush).is_err() {
+                        std::thread::yield_now();
+                    }
+                    FLUSHED.store(true, Ordering::Release);
+                    return r;
+                }
+                write_one(|nest| writer.reserve(nest, 1, 16), i, || {})
+            })
+        },
+        || assert!(FLUSHED.load(Ordering::Acquire)),
+    );
+    verify("per-thread", &outcome, &local.stats());
+}
