@@ -80,6 +80,11 @@ impl Subbuf {
     pub fn packet_seq(&self) -> u64 {
         self.seq
     }
+    /// The physical sub-buffer holding the packet (its bytes start at
+    /// `Layout::data + phys * subbuf_size` in the region): for page export.
+    pub fn phys(&self) -> usize {
+        self.phys
+    }
 }
 
 /// The range of sub-buffers a snapshot may read: `[consumed, produced)`, in steps
@@ -218,10 +223,14 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         // The packet is ours whatever happens next: it is our new spare.
         reader.spare.store(phys as u64, Relaxed);
         // AcqRel (O4): claim the packet unless a writer already counted it overrun.
-        match reader
-            .consumed
-            .compare_exchange(consumed, pos + geo.subbuf_size(), AcqRel, Acquire)
-        {
+        // Wrapping: `pos` comes from the region, and a hostile one can put the reader
+        // at the last sub-buffer before 2^64 (a panic in debug builds otherwise).
+        match reader.consumed.compare_exchange(
+            consumed,
+            pos.wrapping_add(geo.subbuf_size()),
+            AcqRel,
+            Acquire,
+        ) {
             Ok(_) => Ok(Some(phys)),
             Err(now) => Err(ReadError::Overwritten { consumed: now }),
         }
@@ -241,11 +250,12 @@ impl<C: Control, K: Client, T: Clock> Reader<'_, C, K, T> {
         self.held = None;
         if self.buf.mode == Mode::Discard {
             // Release (O4): our reads of the packet happen before writers reuse it.
+            // Wrapping: as in `swap_out`.
             self.buf
                 .ctl
                 .reader()
                 .consumed
-                .store(sub.pos + self.buf.geo.subbuf_size(), Release);
+                .store(sub.pos.wrapping_add(self.buf.geo.subbuf_size()), Release);
         }
     }
 

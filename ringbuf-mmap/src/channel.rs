@@ -141,12 +141,20 @@ impl ChannelLayout {
         let region_size = Region::<ringbuf_core::SharedWord>::size_for(config)? as u64;
         let regions_offset = (PAGE + metadata_len).next_multiple_of(PAGE);
         let region_stride = region_size.next_multiple_of(PAGE);
+        // Checked: a hostile header may ask for 4096 regions of 2^52 bytes each. A
+        // wrapped total could pass the file-length check in `header_config` while
+        // regions lie far outside the mapping (a panic in debug builds, wild reads
+        // in release ones).
+        let size = region_stride
+            .checked_mul(buffers as u64)
+            .and_then(|all| all.checked_add(regions_offset))
+            .ok_or(ChannelError::BadLayout("larger than the address space"))?;
         Ok(Self {
             metadata_len,
             regions_offset,
             region_stride,
             region_size,
-            size: regions_offset + region_stride * buffers as u64,
+            size,
         })
     }
 }

@@ -213,3 +213,54 @@ mod tests {
         assert!((mapped_s - real_s).abs() <= 1, "{mapped_s} vs {real_s}");
     }
 }
+
+/// The best trace clock here: the calibrated TSC when it is invariant, otherwise
+/// `CLOCK_MONOTONIC`.
+#[derive(Clone, Copy, Debug)]
+pub enum TraceClock {
+    /// The calibrated TSC.
+    Tsc(CalibratedTsc),
+    /// `CLOCK_MONOTONIC`.
+    Monotonic(Monotonic),
+}
+
+impl TraceClock {
+    /// Calibrates the TSC (about 20 ms) and falls back to `CLOCK_MONOTONIC`.
+    pub fn best() -> Self {
+        match CalibratedTsc::calibrate(Duration::from_millis(20)) {
+            Ok(tsc) => Self::Tsc(tsc),
+            Err(_) => Self::Monotonic(Monotonic),
+        }
+    }
+
+    /// The clock a channel's metadata names (`tsc` or anything else), for a
+    /// consumer that must timestamp the packets it closes with the producer's clock.
+    pub fn named(name: &str) -> Self {
+        if name == "tsc" {
+            Self::best()
+        } else {
+            Self::Monotonic(Monotonic)
+        }
+    }
+
+    /// The description for the metadata.
+    pub fn describe(&self) -> ClockDescription<'static> {
+        match self {
+            Self::Tsc(t) => t.describe(),
+            Self::Monotonic(m) => m.describe(),
+        }
+    }
+}
+
+impl Clock for TraceClock {
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Tsc(t) => t.now(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Tsc(_) => Monotonic.now(),
+            Self::Monotonic(m) => m.now(),
+        }
+    }
+}

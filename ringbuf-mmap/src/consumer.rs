@@ -51,6 +51,40 @@ impl std::fmt::Display for ConsumeError {
 
 impl std::error::Error for ConsumeError {}
 
+/// A packet to export, held until the exporter returns.
+#[derive(Debug)]
+pub struct ExportedPacket<'a> {
+    /// The backing file (memfd or file) holding the packet.
+    pub file: &'a std::fs::File,
+    /// Offset of the packet in `file`.
+    pub offset: u64,
+    /// Its header (`packet_size` bytes are to be moved).
+    pub info: ringbuf_core::ctf::PacketInfo,
+}
+
+/// Why an export stopped.
+#[derive(Debug)]
+pub enum ExportError {
+    /// Reading the buffer failed.
+    Consume(ConsumeError),
+    /// The packet header is invalid.
+    Packet(ringbuf_core::ctf::PacketError),
+    /// Moving the bytes failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Consume(e) => write!(f, "{e}"),
+            Self::Packet(e) => write!(f, "invalid packet: {e:?}"),
+            Self::Io(e) => write!(f, "export: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExportError {}
+
 /// A channel attached for reading. `W` is the flavour of its buffers
 /// ([`SharedWord`] for per-CPU channels, [`LocalWord`] for per-thread ones).
 pub struct Consumer<W: Word, K: Client, T: Clock> {
@@ -97,7 +131,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         mut clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
         let watch = guard::watch(&shm);
-        let (header, _, layout) = channel::read_header(&shm)?;
+        let (header, config, layout) = channel::read_header(&shm)?;
         if header.format != format {
             return Err(ChannelError::BadHeader("record format differs"));
         }
@@ -108,6 +142,14 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             // the layout was checked against the file. For local-flavour buffers the
             // consumer never writes (no switch is exposed for them).
             let region = unsafe { channel::attach_region::<W>(&shm, &layout, format, index)? };
+            // Each region validates itself, but the channel header's sub-buffer size
+            // sizes `drain`'s copies: a region of another geometry would yield
+            // copies that are not its packets.
+            if ringbuf_core::Control::config(&region) != config {
+                return Err(ChannelError::BadLayout(
+                    "a region's configuration differs from the channel's",
+                ));
+            }
             buffers.push(Buffer::new(region, client(index), clock(index))?);
         }
         if watch.truncated() {
@@ -128,6 +170,11 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         &self.metadata
     }
 
+    /// Bytes per sub-buffer.
+    pub fn subbuf_size(&self) -> u64 {
+        self.header.subbuf_size
+    }
+
     /// Number of buffers.
     pub fn buffer_count(&self) -> u32 {
         self.header.buffers
@@ -138,14 +185,30 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         self.header.producer_pid
     }
 
-    /// Counters of buffer `index` (as the region says: untrusted).
+    /// Counters of buffer `index` (as the region says: untrusted); `None` if there
+    /// is no such buffer or the file was truncated.
     pub fn stats(&self, index: u32) -> Option<ringbuf_core::Stats> {
-        self.buffers.get(index as usize).map(Buffer::stats)
+        use std::sync::atomic::Ordering::Relaxed;
+        let buffer = self.buffers.get(index as usize)?;
+        // Relaxed: as in `drain`.
+        if self.truncated.load(Relaxed) {
+            return None;
+        }
+        // Reading the counters of a truncated file raises SIGBUS like any read.
+        let watch = guard::watch(&self.shm);
+        let stats = buffer.stats();
+        if watch.truncated() {
+            self.truncated.store(true, Relaxed);
+            return None;
+        }
+        Some(stats)
     }
 
-    /// Copies every complete packet of buffer `index` out, one at a time, into
+    /// Copies the complete packets of buffer `index` out, one at a time, into
     /// `scratch` (a whole sub-buffer), and hands each copy to `f`. Returns the number
-    /// of packets.
+    /// of packets: at most one buffer's worth (`subbuf_count`) per call, so that
+    /// writers that keep delivering (or a hostile process faking deliveries ahead
+    /// of the reader) cannot keep the call from returning; call again for more.
     pub fn drain(
         &self,
         index: u32,
@@ -162,38 +225,133 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         }
         scratch.resize(self.header.subbuf_size as usize, 0);
         let watch = guard::watch(&self.shm);
-        let truncated = || {
-            self.truncated.store(true, Relaxed);
-            ConsumeError::Truncated
-        };
-        let mut reader = buffer
-            .reader()
-            .map_err(|_| ConsumeError::ReaderBusy { buffer: index })?;
-        let mut packets = 0;
-        loop {
-            match reader.get_next_subbuf() {
-                Ok(sub) => {
-                    reader.read_at(&sub, 0, scratch);
-                    reader.put_next_subbuf(sub);
-                    if watch.truncated() {
-                        return Err(truncated());
+        let result = (|| {
+            let mut reader = buffer
+                .reader()
+                .map_err(|_| ConsumeError::ReaderBusy { buffer: index })?;
+            let mut packets = 0;
+            while (packets as u64) < self.header.subbuf_count {
+                match reader.get_next_subbuf() {
+                    Ok(sub) => {
+                        let copied = reader.read_at(&sub, 0, scratch);
+                        reader.put_next_subbuf(sub);
+                        if watch.truncated() {
+                            return Err(ConsumeError::Truncated);
+                        }
+                        if !copied {
+                            // Not reachable with a validated channel (its regions'
+                            // sub-buffers are `scratch`'s size); never hand out a stale
+                            // copy.
+                            return Err(ConsumeError::Corrupt {
+                                buffer: index,
+                                error: ReadError::Corrupt,
+                            });
+                        }
+                        f(scratch);
+                        packets += 1;
                     }
-                    f(scratch);
-                    packets += 1;
-                }
-                Err(ReadError::NoData) => break,
-                Err(error) => {
-                    return Err(ConsumeError::Corrupt {
-                        buffer: index,
-                        error,
-                    })
+                    Err(ReadError::NoData) => break,
+                    Err(error) => {
+                        return Err(ConsumeError::Corrupt {
+                            buffer: index,
+                            error,
+                        })
+                    }
                 }
             }
-        }
+            Ok(packets)
+            // `reader` is dropped here: releasing it writes the region too.
+        })();
+        // Checked once the reader is released, whatever the result: the release (or
+        // the read that made the state look corrupt) may be what hit the cut, and the
+        // zero page the guard mapped over it would hide the truncation from every
+        // later call.
         if watch.truncated() {
-            return Err(truncated());
+            self.truncated.store(true, Relaxed);
+            return Err(ConsumeError::Truncated);
         }
-        Ok(packets)
+        result
+    }
+
+    /// Hands each complete packet of buffer `index` to `export` without copying
+    /// it: `export` gets the backing file, the packet's offset in it and its
+    /// validated CTF header, and must move the bytes (e.g. with splice) and return
+    /// only when the kernel no longer needs the pages: the sub-buffer is released
+    /// to the writers when it returns. Only the packet header is read here.
+    pub fn export(
+        &self,
+        index: u32,
+        export: impl FnMut(ExportedPacket<'_>) -> std::io::Result<()>,
+    ) -> Result<usize, ExportError> {
+        self.export_until(index, false, export)
+    }
+
+    /// Like [`Consumer::export`], but only the packets that were complete when the
+    /// call began: a snapshot, finite even while writers keep going.
+    pub fn export_snapshot(
+        &self,
+        index: u32,
+        export: impl FnMut(ExportedPacket<'_>) -> std::io::Result<()>,
+    ) -> Result<usize, ExportError> {
+        self.export_until(index, true, export)
+    }
+
+    fn export_until(
+        &self,
+        index: u32,
+        snapshot: bool,
+        mut export: impl FnMut(ExportedPacket<'_>) -> std::io::Result<()>,
+    ) -> Result<usize, ExportError> {
+        use ringbuf_core::ctf::{PacketInfo, PACKET_HEADER_SIZE};
+        let Some(buffer) = self.buffers.get(index as usize) else {
+            return Ok(0);
+        };
+        let region_offset = self.header.regions_offset + self.header.region_stride * index as u64;
+        let data_offset = region_offset + buffer.control().layout().data as u64;
+        let watch = guard::watch(&self.shm);
+        let mut reader = buffer
+            .reader()
+            .map_err(|_| ExportError::Consume(ConsumeError::ReaderBusy { buffer: index }))?;
+        let mut packets = 0;
+        let end = if snapshot {
+            reader.snapshot().produced
+        } else {
+            u64::MAX
+        };
+        loop {
+            // Checked before getting: in overwrite mode a get takes the packet.
+            if reader.snapshot().consumed >= end {
+                return Ok(packets);
+            }
+            let sub = match reader.get_next_subbuf() {
+                Ok(sub) => sub,
+                Err(ReadError::NoData) => return Ok(packets),
+                Err(error) => {
+                    return Err(ExportError::Consume(ConsumeError::Corrupt {
+                        buffer: index,
+                        error,
+                    }))
+                }
+            };
+            // The header is copied out and checked; the packet is described by the
+            // copy, so a hostile writer cannot make us export beyond the sub-buffer.
+            let mut header = [0u8; PACKET_HEADER_SIZE];
+            reader.read_at(&sub, 0, &mut header);
+            let info = PacketInfo::parse_header(&header, self.header.subbuf_size);
+            let result = match info {
+                Ok(info) if !watch.truncated() => export(ExportedPacket {
+                    file: self.shm.file(),
+                    offset: data_offset + (sub.phys() as u64) * self.header.subbuf_size,
+                    info,
+                })
+                .map_err(ExportError::Io),
+                Ok(_) => Err(ExportError::Consume(ConsumeError::Truncated)),
+                Err(e) => Err(ExportError::Packet(e)),
+            };
+            reader.put_next_subbuf(sub);
+            result?;
+            packets += 1;
+        }
     }
 
     /// Waits up to `timeout` for a delivery wakeup (sleeps the whole timeout when the
@@ -214,8 +372,18 @@ impl<K: Client, T: Clock> Consumer<SharedWord, K, T> {
     /// periodically). Only for shared-flavour (per-CPU) channels: the consumer is
     /// then one more writer, which that flavour allows.
     pub fn switch_all(&self, kind: Switch) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: as in `drain`.
+        if self.truncated.load(Relaxed) {
+            return;
+        }
+        // Switching writes the region: a truncated file raises SIGBUS.
+        let watch = guard::watch(&self.shm);
         for b in &self.buffers {
             let _ = b.switch(kind);
+        }
+        if watch.truncated() {
+            self.truncated.store(true, Relaxed);
         }
     }
 }

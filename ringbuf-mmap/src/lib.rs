@@ -18,7 +18,9 @@ mod wakeup;
 
 pub use backing::{recv_fd, send_fd, BackingError, Shm};
 pub use channel::{ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION};
-pub use consumer::{ConsumeError, Consumer, PerCpuConsumer, PerThreadConsumer};
+pub use consumer::{
+    ConsumeError, Consumer, ExportError, ExportedPacket, PerCpuConsumer, PerThreadConsumer,
+};
 pub use producer::{
     current_cpu, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions, NoFreeSlot,
     PerCpuChannel, PerThreadChannel, ThreadReader, ThreadWriter,

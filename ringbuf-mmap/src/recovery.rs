@@ -160,22 +160,32 @@ fn recover_region<W: Word>(
     let s = geo.subbuf_size();
     let write = region.writer().write.load(Relaxed);
     let losses = region.losses();
-    let total_discarded = losses.full.load(Relaxed)
-        + losses.wrap.load(Relaxed)
-        + losses.big.load(Relaxed)
-        + losses.nested.load(Relaxed);
+    // Wrapping, and no `+` on positions below: every word comes from the file, which
+    // may be corrupt (values near 2^64 would panic a debug build).
+    let total_discarded = losses
+        .full
+        .load(Relaxed)
+        .wrapping_add(losses.wrap.load(Relaxed))
+        .wrapping_add(losses.big.load(Relaxed))
+        .wrapping_add(losses.nested.load(Relaxed));
     let last_ts = region.writer().last_timestamp.load(Relaxed);
     let consumed = region.reader().consumed.load(Relaxed);
     // Anything older than one lap before the write position is gone (overwrite
     // mode). At a boundary, the next sub-buffer is not opened yet, so all N slots
     // still hold the last N packets.
-    let oldest = write.next_multiple_of(s).saturating_sub(geo.buffer_size());
+    // (`write` rounded up to a sub-buffer, minus a lap, without overflowing.)
+    let span = match geo.offset(write) {
+        0 => geo.buffer_size(),
+        _ => geo.buffer_size() - s,
+    };
+    let oldest = geo.subbuf_start(write).saturating_sub(span);
     let first = consumed.max(oldest);
     let mut packet = vec![0u8; s as usize];
     let mut running_discarded = 0u64;
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut pos = geo.subbuf_start(first);
-    while pos < write {
+    let mut next = Some(geo.subbuf_start(first));
+    while let Some(pos) = next.filter(|&pos| pos < write) {
+        next = pos.checked_add(s);
         let slot = region.slot(geo.slot(pos));
         let full = geo.full_commit(pos);
         let lap_base = full - s;
@@ -185,7 +195,6 @@ fn recover_region<W: Word>(
         };
         if phys >= config.physical_count() {
             report.empty += 1;
-            pos += s;
             continue;
         }
         // SAFETY: phys is in range; the sub-buffer is `s` bytes of our private copy.
@@ -209,7 +218,6 @@ fn recover_region<W: Word>(
                 put64(&mut packet, 64, running_discarded);
                 out.push(packet[..info.packet_size as usize].to_vec());
                 report.complete += 1;
-                pos += s;
                 continue;
             }
         }
@@ -219,7 +227,7 @@ fn recover_region<W: Word>(
                 // The open packet's events are no later than the last reservation;
                 // a closed one's end time was stored by the writer that closed it.
                 let end = if geo.subbuf_start(write) == pos
-                    || geo.offset(write) == 0 && pos + s == write
+                    || geo.offset(write) == 0 && next == Some(write)
                 {
                     last_ts
                 } else {
@@ -240,7 +248,6 @@ fn recover_region<W: Word>(
                 report.committed_bytes_cut += if delivered { 0 } else { committed };
             }
         }
-        pos += s;
     }
     // The stream's last packet carries the final count (ctf-notes rule 7).
     if let Some(last) = out.last_mut() {

@@ -73,6 +73,11 @@ impl Wakeup {
         self.fd.as_raw_fd()
     }
 
+    /// A duplicate of the descriptor (for a consumer in this process).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// Waits up to `timeout` for a poke; drains all pending pokes. Returns whether
     /// there was one.
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {

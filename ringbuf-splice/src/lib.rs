@@ -1,9 +1,18 @@
 //! `ringbuf-splice`: getting trace data out of buffers.
 //!
-//! For now: a CTF trace directory writer ([`TraceDir`]) that babeltrace2 reads.
-//! Zero-copy page export, live streaming, snapshots and the `ringbuf` CLI come with
-//! their own issue.
+//! * [`export`]: zero-copy page export (splice/vmsplice) and when a sub-buffer may
+//!   be released for each destination kind;
+//! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
+//! * [`session`]: the consumer loop of a whole channel (wakeups, live switching,
+//!   export into a trace directory);
+//! * [`stream`]: live streaming over TCP and its receiver;
+//! * [`snapshot`]: flight-recorder snapshots while writers run;
+//! * the `ringbuf` CLI (`src/main.rs`).
 
+pub mod export;
+pub mod session;
+pub mod snapshot;
+pub mod stream;
 mod trace_dir;
 
 pub use trace_dir::{TraceDir, TraceError};

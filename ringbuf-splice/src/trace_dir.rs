@@ -54,11 +54,36 @@ impl TraceDir {
     pub fn create(path: &Path, trace: &TraceDescription<'_>) -> Result<Self, TraceError> {
         let mut metadata = String::new();
         write_metadata(&mut metadata, trace).map_err(TraceError::Metadata)?;
+        Self::with_metadata(path, &metadata)
+    }
+
+    /// Creates `path` (which must not exist) with this metadata text (e.g. the one
+    /// a producer stored in its channel).
+    pub fn with_metadata(path: &Path, metadata: &str) -> Result<Self, TraceError> {
         fs::create_dir(path)?;
         fs::write(path.join("metadata"), metadata)?;
         Ok(Self {
             path: path.to_owned(),
             streams: Vec::new(),
+        })
+    }
+
+    /// Stream `cpu`'s file, created on first use (`stream_<cpu>`).
+    pub fn stream(&mut self, cpu: u32) -> io::Result<&mut File> {
+        let index = cpu as usize;
+        if self.streams.len() <= index {
+            self.streams.resize_with(index + 1, || None);
+        }
+        Ok(match &mut self.streams[index] {
+            Some(file) => file,
+            slot => slot.insert(
+                // Written sequentially at the file position; not O_APPEND, which
+                // splice(2) refuses as a target.
+                OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(self.path.join(format!("stream_{cpu}")))?,
+            ),
         })
     }
 
@@ -71,20 +96,8 @@ impl TraceDir {
     /// file: exactly `packet_size` bytes, after checking the header.
     pub fn write_packet(&mut self, cpu: u32, bytes: &[u8]) -> Result<PacketInfo, TraceError> {
         let info = PacketInfo::parse(bytes).map_err(TraceError::Packet)?;
-        let index = cpu as usize;
-        if self.streams.len() <= index {
-            self.streams.resize_with(index + 1, || None);
-        }
-        let file = match &mut self.streams[index] {
-            Some(file) => file,
-            slot => slot.insert(
-                OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .open(self.path.join(format!("stream_{cpu}")))?,
-            ),
-        };
-        file.write_all(&bytes[..info.packet_size as usize])?;
+        self.stream(cpu)?
+            .write_all(&bytes[..info.packet_size as usize])?;
         Ok(info)
     }
 

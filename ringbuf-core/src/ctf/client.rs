@@ -218,6 +218,12 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 impl PacketInfo {
     /// Parses the packet at the start of `bytes` (a sub-buffer, or a file's tail).
     pub fn parse(bytes: &[u8]) -> Result<Self, PacketError> {
+        Self::parse_header(bytes, bytes.len() as u64)
+    }
+
+    /// Parses a packet header alone (`bytes` holds at least the header), checking
+    /// that the packet fits in `capacity` bytes.
+    pub fn parse_header(bytes: &[u8], capacity: u64) -> Result<Self, PacketError> {
         if bytes.len() < PACKET_HEADER_SIZE {
             return Err(PacketError::Truncated);
         }
@@ -230,7 +236,7 @@ impl PacketInfo {
             && packet_bits % 8 == 0
             && content_bits <= packet_bits
             && content_bits / 8 >= PACKET_HEADER_SIZE as u64
-            && packet_bits / 8 <= bytes.len() as u64;
+            && packet_bits / 8 <= capacity;
         if !sizes_ok {
             return Err(PacketError::BadSizes {
                 content_bits,

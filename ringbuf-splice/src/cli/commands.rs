@@ -1,0 +1,214 @@
+//! `ringbuf consume`, `snapshot`, `recover` and `stat`: tools for the buffers of
+//! another process.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ringbuf_core::ctf::Ctf;
+use ringbuf_mmap::clock::TraceClock;
+use ringbuf_mmap::{recover_to_dir, PerCpuConsumer};
+use ringbuf_splice::session::{self, SessionOptions};
+use ringbuf_splice::snapshot::snapshot_to_dir;
+use ringbuf_splice::TraceDir;
+
+use super::args::{ArgError, Args};
+use super::CTF_FORMAT;
+
+pub const CONSUME_HELP: &str = "\
+ringbuf consume: attach to the file-backed buffers of another process (e.g.
+`ringbuf record --buffer-dir DIR`) and export them live into a trace directory,
+until the producer exits, --duration passes, or Ctrl-C.
+
+Options:
+  --path FILE        the channel file (required)
+  --output DIR       trace directory to create (required)
+  --duration SECS    stop after this long (default: when the producer exits)
+  --live-ms MS       close idle packets this often (default 100)
+";
+
+pub const SNAPSHOT_HELP: &str = "\
+ringbuf snapshot: write the current content of another process's buffers
+(flight recorder) as a trace directory, while it keeps writing.
+
+Options:
+  --path FILE        the channel file (required)
+  --output DIR       trace directory to create (required)
+";
+
+pub const RECOVER_HELP: &str = "\
+ringbuf recover: turn the buffer file of a dead producer into a trace directory:
+every complete packet, and the committed prefix of partial ones.
+
+Options:
+  --path FILE        the channel file (required)
+  --output DIR       trace directory to create (required)
+";
+
+pub const STAT_HELP: &str = "\
+ringbuf stat: per-CPU counters of a channel: written, read, lost by cause.
+
+Options:
+  --path FILE        the channel file (required)
+";
+
+type Consumer = PerCpuConsumer<Ctf, TraceClock>;
+
+/// The clock named in the channel's metadata (`name = tsc;` or other).
+fn clock_of(metadata: &str) -> TraceClock {
+    let name = metadata
+        .split("clock {")
+        .nth(1)
+        .and_then(|c| c.split("name = ").nth(1))
+        .and_then(|n| n.split(';').next())
+        .unwrap_or("monotonic");
+    TraceClock::named(name.trim())
+}
+
+fn attach(path: &Path) -> Result<Consumer, String> {
+    // The clock is only known from the metadata: attach once to read it.
+    let probe: PerCpuConsumer<Ctf, ringbuf_core::NoClock> = PerCpuConsumer::attach_path(
+        path,
+        CTF_FORMAT,
+        |cpu| Ctf::new([0; 16], cpu),
+        |_| ringbuf_core::NoClock,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let clock = clock_of(probe.metadata());
+    drop(probe);
+    PerCpuConsumer::attach_path(path, CTF_FORMAT, |cpu| Ctf::new([0; 16], cpu), |_| clock)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn producer_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+pub fn consume(args: &[String]) -> Result<(), String> {
+    let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])
+        .map_err(|ArgError(e)| e)?;
+    let (path, output) = (
+        a.path("path").map_err(|e| e.0)?,
+        a.path("output").map_err(|e| e.0)?,
+    );
+    let duration: f64 = a.get("duration", f64::INFINITY).map_err(|e| e.0)?;
+    let live = Duration::from_millis(a.get("live-ms", 100u64).map_err(|e| e.0)?);
+    let consumer = attach(&path)?;
+    let mut trace =
+        TraceDir::with_metadata(&output, consumer.metadata()).map_err(|e| e.to_string())?;
+    // SAFETY: a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let start = Instant::now();
+    let pid = consumer.producer_pid();
+    let options = SessionOptions {
+        live_period: Some(live),
+        ..SessionOptions::default()
+    };
+    let subbuf = subbuf_size(&consumer);
+    let stats = session::run(
+        &consumer,
+        &mut trace,
+        &options,
+        || {
+            INTERRUPTED.load(Ordering::Relaxed)
+                || start.elapsed().as_secs_f64() >= duration
+                || !producer_alive(pid)
+        },
+        |s| eprint!("\r{} packets, {:.1} MB   ", s.packets, s.bytes as f64 / 1e6),
+        subbuf,
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!();
+    println!(
+        "exported {} packets, {:.1} MB to {}",
+        stats.packets,
+        stats.bytes as f64 / 1e6,
+        output.display()
+    );
+    println!("view the trace: babeltrace2 {}", output.display());
+    Ok(())
+}
+
+fn subbuf_size(consumer: &Consumer) -> usize {
+    consumer.subbuf_size() as usize
+}
+
+pub fn snapshot(args: &[String]) -> Result<(), String> {
+    let a = Args::parse(args, &["path", "output"], &[]).map_err(|ArgError(e)| e)?;
+    let (path, output) = (
+        a.path("path").map_err(|e| e.0)?,
+        a.path("output").map_err(|e| e.0)?,
+    );
+    let consumer = attach(&path)?;
+    let stats =
+        snapshot_to_dir(&consumer, &output, subbuf_size(&consumer)).map_err(|e| e.to_string())?;
+    println!(
+        "snapshot: {} packets, {:.1} MB in {}",
+        stats.packets,
+        stats.bytes as f64 / 1e6,
+        output.display()
+    );
+    println!("view the trace: babeltrace2 {}", output.display());
+    Ok(())
+}
+
+pub fn recover(args: &[String]) -> Result<(), String> {
+    let a = Args::parse(args, &["path", "output"], &[]).map_err(|ArgError(e)| e)?;
+    let (path, output) = (
+        a.path("path").map_err(|e| e.0)?,
+        a.path("output").map_err(|e| e.0)?,
+    );
+    let report = recover_to_dir(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
+        report.complete, report.partial, report.empty
+    );
+    if report.committed_bytes_cut > 0 {
+        println!(
+            "{} bytes of committed events lay behind a reservation still open at the crash and were cut",
+            report.committed_bytes_cut
+        );
+    }
+    println!("view the trace: babeltrace2 {}", output.display());
+    Ok(())
+}
+
+pub fn stat(args: &[String]) -> Result<(), String> {
+    let a = Args::parse(args, &["path"], &[]).map_err(|ArgError(e)| e)?;
+    let path = a.path("path").map_err(|e| e.0)?;
+    let consumer = attach(&path)?;
+    let s = consumer.subbuf_size();
+    println!(
+        "producer pid {} ({})",
+        consumer.producer_pid(),
+        if producer_alive(consumer.producer_pid()) {
+            "running"
+        } else {
+            "gone"
+        }
+    );
+    println!(
+        "cpu      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
+    );
+    for cpu in 0..consumer.buffer_count() {
+        let st = consumer.stats(cpu).expect("cpu in range");
+        println!(
+            "{cpu:>3} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            format!("{} pk", st.write.div_ceil(s)),
+            format!("{} pk", st.consumed / s),
+            st.lost_full,
+            st.lost_wrap,
+            st.lost_big,
+            st.lost_nested,
+            st.overrun
+        );
+    }
+    Ok(())
+}

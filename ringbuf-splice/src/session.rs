@@ -1,0 +1,129 @@
+//! The consumer loop of a whole channel: wait for wakeups, export every CPU's
+//! packets into a trace directory with zero user-space copies, switch idle buffers
+//! periodically (live mode), and export what is left when stopped.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use ringbuf_core::{Client, Clock, Switch};
+use ringbuf_mmap::{ExportError, PerCpuConsumer};
+
+use crate::export::{Destination, Splicer};
+use crate::trace_dir::{TraceDir, TraceError};
+
+/// How the loop runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// Switch every buffer this often, so that idle ones become readable (live
+    /// mode); `None` reads only full packets until the end.
+    pub live_period: Option<Duration>,
+    /// The longest sleep between two looks at the buffers.
+    pub poll: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            live_period: Some(Duration::from_millis(100)),
+            poll: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What the loop exported so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Packets exported.
+    pub packets: u64,
+    /// Bytes exported.
+    pub bytes: u64,
+}
+
+/// Why the loop stopped early.
+#[derive(Debug)]
+pub enum SessionError {
+    /// Reading or moving a packet failed.
+    Export(ExportError),
+    /// The trace directory failed.
+    Trace(TraceError),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Export(e) => write!(f, "{e}"),
+            Self::Trace(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// Exports every complete packet of every CPU of `consumer` into `trace` now.
+pub fn export_all<K: Client, T: Clock>(
+    consumer: &PerCpuConsumer<K, T>,
+    trace: &mut TraceDir,
+    splicer: &mut Splicer,
+    stats: &mut SessionStats,
+) -> Result<(), SessionError> {
+    for cpu in 0..consumer.buffer_count() {
+        let stream = trace
+            .stream(cpu)
+            .map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
+        consumer
+            .export(cpu, |packet| {
+                let len = packet.info.packet_size as usize;
+                splicer.export(
+                    packet.file.as_fd(),
+                    packet.offset,
+                    len,
+                    stream.as_fd(),
+                    Destination::File,
+                )?;
+                stats.packets += 1;
+                stats.bytes += len as u64;
+                Ok(())
+            })
+            .map_err(SessionError::Export)?;
+    }
+    Ok(())
+}
+
+/// Runs until `stop()` says so, then closes the open packets and exports the
+/// rest. `progress` is called about once a second.
+pub fn run<K: Client, T: Clock>(
+    consumer: &PerCpuConsumer<K, T>,
+    trace: &mut TraceDir,
+    options: &SessionOptions,
+    mut stop: impl FnMut() -> bool,
+    mut progress: impl FnMut(&SessionStats),
+    subbuf_size: usize,
+) -> Result<SessionStats, SessionError> {
+    let mut splicer =
+        Splicer::new(subbuf_size).map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
+    let mut stats = SessionStats::default();
+    let (mut last_switch, mut last_progress) = (Instant::now(), Instant::now());
+    loop {
+        let stopping = stop();
+        export_all(consumer, trace, &mut splicer, &mut stats)?;
+        if stopping {
+            // The producer may still hold an open packet: close it and take it.
+            consumer.switch_all(Switch::Active);
+            export_all(consumer, trace, &mut splicer, &mut stats)?;
+            progress(&stats);
+            return Ok(stats);
+        }
+        if options
+            .live_period
+            .is_some_and(|p| last_switch.elapsed() >= p)
+        {
+            consumer.switch_all(Switch::Active);
+            last_switch = Instant::now();
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            progress(&stats);
+            last_progress = Instant::now();
+        }
+        consumer.wait(options.poll);
+    }
+}

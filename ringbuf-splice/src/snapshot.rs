@@ -1,0 +1,53 @@
+//! Snapshots: the current flight-recorder content of every CPU, as a trace
+//! directory, while writers keep running.
+//!
+//! Every buffer's open packet is closed first (`switch(Active)`), then each CPU's
+//! packets that were complete at that moment are exported, oldest first. Writers
+//! go on meanwhile: the reader swaps its spare sub-buffer in for each packet it
+//! takes, so every exported packet is whole and immutable; a packet overwritten
+//! before the snapshot reached it is a `packet_seq_num` gap (babeltrace2 reports
+//! "discarded N packets"). A snapshot takes the packets it exports: the next one
+//! starts after them.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use ringbuf_core::{Client, Clock, Switch};
+use ringbuf_mmap::PerCpuConsumer;
+
+use crate::export::{Destination, Splicer};
+use crate::session::{SessionError, SessionStats};
+use crate::trace_dir::{TraceDir, TraceError};
+
+/// Writes a snapshot of `consumer`'s channel to the new directory `out`.
+pub fn snapshot_to_dir<K: Client, T: Clock>(
+    consumer: &PerCpuConsumer<K, T>,
+    out: &Path,
+    subbuf_size: usize,
+) -> Result<SessionStats, SessionError> {
+    let io = |e| SessionError::Trace(TraceError::Io(e));
+    let mut trace =
+        TraceDir::with_metadata(out, consumer.metadata()).map_err(SessionError::Trace)?;
+    let mut splicer = Splicer::new(subbuf_size).map_err(io)?;
+    let mut stats = SessionStats::default();
+    consumer.switch_all(Switch::Active);
+    for cpu in 0..consumer.buffer_count() {
+        let stream = trace.stream(cpu).map_err(io)?;
+        consumer
+            .export_snapshot(cpu, |packet| {
+                let len = packet.info.packet_size as usize;
+                splicer.export(
+                    packet.file.as_fd(),
+                    packet.offset,
+                    len,
+                    stream.as_fd(),
+                    Destination::File,
+                )?;
+                stats.packets += 1;
+                stats.bytes += len as u64;
+                Ok(())
+            })
+            .map_err(SessionError::Export)?;
+    }
+    Ok(stats)
+}
