@@ -170,6 +170,18 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         &self.metadata
     }
 
+    /// The mapping (e.g. to check what the consumer touches).
+    pub fn shm(&self) -> &Shm {
+        &self.shm
+    }
+
+    /// Where buffer `index`'s physical sub-buffer `phys` starts in the mapping.
+    pub fn subbuf_offset(&self, index: u32, phys: usize) -> Option<u64> {
+        let buffer = self.buffers.get(index as usize)?;
+        let region = self.header.regions_offset + self.header.region_stride * index as u64;
+        Some(region + buffer.control().layout().data as u64 + phys as u64 * self.header.subbuf_size)
+    }
+
     /// Bytes per sub-buffer.
     pub fn subbuf_size(&self) -> u64 {
         self.header.subbuf_size
@@ -306,8 +318,6 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         let Some(buffer) = self.buffers.get(index as usize) else {
             return Ok(0);
         };
-        let region_offset = self.header.regions_offset + self.header.region_stride * index as u64;
-        let data_offset = region_offset + buffer.control().layout().data as u64;
         let watch = guard::watch(&self.shm);
         let mut reader = buffer
             .reader()
@@ -341,7 +351,9 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             let result = match info {
                 Ok(info) if !watch.truncated() => export(ExportedPacket {
                     file: self.shm.file(),
-                    offset: data_offset + (sub.phys() as u64) * self.header.subbuf_size,
+                    offset: self
+                        .subbuf_offset(index, sub.phys())
+                        .expect("index checked"),
                     info,
                 })
                 .map_err(ExportError::Io),
