@@ -5,6 +5,8 @@
 //! when the sub-buffer is delivered, and writes each record's header. CTF plugs in
 //! here; [`RawRecords`] is a simple length-prefixed default.
 
+use crate::bytes::le_u64;
+
 /// A destination for a client's bytes: a window of one sub-buffer.
 pub trait Out {
     /// Writes `bytes` at `offset` in the window. Writes outside the window are
@@ -193,12 +195,6 @@ pub struct RawPacket<'a> {
     pub content_size: u64,
     /// Running total of discarded events at close.
     pub events_discarded: u64,
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 impl<'a> RawPacket<'a> {

@@ -30,6 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod buffer;
+mod bytes;
 mod client;
 mod clock;
 mod config;

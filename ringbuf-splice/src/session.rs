@@ -66,25 +66,41 @@ pub fn export_all<K: Client, T: Clock>(
     splicer: &mut Splicer,
     stats: &mut SessionStats,
 ) -> Result<(), SessionError> {
+    export_each(consumer, trace, splicer, stats, false)
+}
+
+/// Exports each CPU's packets into its stream file with splice; with `snapshot`,
+/// only those complete when each CPU's export began.
+pub(crate) fn export_each<K: Client, T: Clock>(
+    consumer: &PerCpuConsumer<K, T>,
+    trace: &mut TraceDir,
+    splicer: &mut Splicer,
+    stats: &mut SessionStats,
+    snapshot: bool,
+) -> Result<(), SessionError> {
     for cpu in 0..consumer.buffer_count() {
         let stream = trace
             .stream(cpu)
             .map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
-        consumer
-            .export(cpu, |packet| {
-                let len = packet.info.packet_size as usize;
-                splicer.export(
-                    packet.file.as_fd(),
-                    packet.offset,
-                    len,
-                    stream.as_fd(),
-                    Destination::File,
-                )?;
-                stats.packets += 1;
-                stats.bytes += len as u64;
-                Ok(())
-            })
-            .map_err(SessionError::Export)?;
+        let mut one = |packet: ringbuf_mmap::ExportedPacket<'_>| {
+            let len = packet.info.packet_size as usize;
+            splicer.export(
+                packet.file.as_fd(),
+                packet.offset,
+                len,
+                stream.as_fd(),
+                Destination::File,
+            )?;
+            stats.packets += 1;
+            stats.bytes += len as u64;
+            Ok(())
+        };
+        let exported = if snapshot {
+            consumer.export_snapshot(cpu, &mut one)
+        } else {
+            consumer.export(cpu, &mut one)
+        };
+        exported.map_err(SessionError::Export)?;
     }
     Ok(())
 }

@@ -9,14 +9,13 @@
 //! "discarded N packets"). A snapshot takes the packets it exports: the next one
 //! starts after them.
 
-use std::os::fd::AsFd;
 use std::path::Path;
 
 use ringbuf_core::{Client, Clock, Switch};
 use ringbuf_mmap::PerCpuConsumer;
 
-use crate::export::{Destination, Splicer};
-use crate::session::{SessionError, SessionStats};
+use crate::export::Splicer;
+use crate::session::{export_each, SessionError, SessionStats};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// Writes a snapshot of `consumer`'s channel to the new directory `out`.
@@ -25,29 +24,12 @@ pub fn snapshot_to_dir<K: Client, T: Clock>(
     out: &Path,
     subbuf_size: usize,
 ) -> Result<SessionStats, SessionError> {
-    let io = |e| SessionError::Trace(TraceError::Io(e));
     let mut trace =
         TraceDir::with_metadata(out, consumer.metadata()).map_err(SessionError::Trace)?;
-    let mut splicer = Splicer::new(subbuf_size).map_err(io)?;
+    let mut splicer =
+        Splicer::new(subbuf_size).map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
     let mut stats = SessionStats::default();
     consumer.switch_all(Switch::Active);
-    for cpu in 0..consumer.buffer_count() {
-        let stream = trace.stream(cpu).map_err(io)?;
-        consumer
-            .export_snapshot(cpu, |packet| {
-                let len = packet.info.packet_size as usize;
-                splicer.export(
-                    packet.file.as_fd(),
-                    packet.offset,
-                    len,
-                    stream.as_fd(),
-                    Destination::File,
-                )?;
-                stats.packets += 1;
-                stats.bytes += len as u64;
-                Ok(())
-            })
-            .map_err(SessionError::Export)?;
-    }
+    export_each(consumer, &mut trace, &mut splicer, &mut stats, true)?;
     Ok(stats)
 }

@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const RINGBUF: &str = env!("CARGO_BIN_EXE_ringbuf");
+mod common;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringbuf-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    dir
-}
+use common::{babeltrace_count, temp_dir};
+
+const RINGBUF: &str = env!("CARGO_BIN_EXE_ringbuf");
 
 fn ringbuf(args: &[&str]) -> Output {
     Command::new(RINGBUF).args(args).output().unwrap()
@@ -27,35 +24,6 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// babeltrace2's event count and warnings for `dir`; `None` when it is missing
-/// outside CI.
-fn babeltrace(dir: &Path) -> Option<(u64, String)> {
-    let out = match Command::new("babeltrace2")
-        .arg(dir)
-        .args(["-c", "sink.utils.counter", "-p", "step=+0"])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED babeltrace2 check: {e}");
-            return None;
-        }
-        Err(e) => panic!("babeltrace2 is required under CI: {e}"),
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success() && !stderr.contains("ERROR"),
-        "babeltrace2: {stderr}"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout
-        .lines()
-        .find(|l| l.contains("Event messages"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    Some((events, stderr))
 }
 
 /// The `attempted A events, committed C, lost L` line of a record summary.
@@ -116,7 +84,7 @@ fn record_writes_a_trace_with_every_committed_event() {
         assert_eq!(attempted, committed + lost, "{stdout}");
         assert!(committed > 0);
         assert!(stdout.contains("view the trace: babeltrace2"));
-        let Some((events, warnings)) = babeltrace(&out) else {
+        let Some((events, warnings)) = babeltrace_count(&out) else {
             return;
         };
         if mode == "discard" {
@@ -157,7 +125,7 @@ fn consume_exports_another_process_buffers_live() {
     let consumed = ok(&consume.wait_with_output().unwrap());
     assert!(consumed.contains("exported"), "{consumed}");
     let (_, committed, _) = counts(&recorded);
-    if let Some((events, _)) = babeltrace(&trace) {
+    if let Some((events, _)) = babeltrace_count(&trace) {
         // Discard mode: everything committed is read, from another process.
         assert_eq!(events, committed, "{recorded}\n{consumed}");
     }
@@ -189,7 +157,7 @@ fn snapshot_and_stat_while_another_process_writes() {
             out.to_str().unwrap(),
         ]));
         assert!(stdout.contains("snapshot:"), "{stdout}");
-        if let Some((events, _)) = babeltrace(&out) {
+        if let Some((events, _)) = babeltrace_count(&out) {
             assert!(events > 0, "snapshot {n} is empty");
             totals.push(events);
         }
@@ -225,7 +193,7 @@ fn a_flight_recorder_snapshots_on_sigusr1() {
     let stdout = ok(&child.wait_with_output().unwrap());
     let snap = PathBuf::from(format!("{}-snapshot-1", out.display()));
     assert!(snap.join("metadata").exists(), "{stdout}");
-    if let (Some((mid, _)), Some((end, _))) = (babeltrace(&snap), babeltrace(&out)) {
+    if let (Some((mid, _)), Some((end, _))) = (babeltrace_count(&snap), babeltrace_count(&out)) {
         assert!(mid > 0 && end > 0, "{mid} {end}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -248,7 +216,7 @@ fn recover_turns_a_killed_recorders_buffers_into_a_trace() {
         trace.to_str().unwrap(),
     ]));
     assert!(stdout.contains("recovered"), "{stdout}");
-    if let Some((events, _)) = babeltrace(&trace) {
+    if let Some((events, _)) = babeltrace_count(&trace) {
         assert!(events > 0, "{stdout}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

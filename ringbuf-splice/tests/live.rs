@@ -2,8 +2,6 @@
 //! that export never touches payload bytes.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,6 +13,10 @@ use ringbuf_splice::export::Splicer;
 use ringbuf_splice::session::{export_all, SessionStats};
 use ringbuf_splice::stream::{receive, LiveSender};
 use ringbuf_splice::TraceDir;
+
+mod common;
+
+use common::{babeltrace_count, temp_dir};
 
 const UUID: [u8; 16] = *b"live-test-stream";
 static EVENTS: [EventSchema; 1] = [EventSchema {
@@ -34,13 +36,6 @@ static EVENTS: [EventSchema; 1] = [EventSchema {
 
 type Channel = PerCpuChannel<Ctf, Monotonic>;
 type Consumer = PerCpuConsumer<Ctf, Monotonic>;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringbuf-live-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    dir
-}
 
 fn channel(subbuf: u64, count: u64) -> (Channel, Consumer) {
     let mut metadata = String::new();
@@ -84,30 +79,6 @@ fn write(channel: &Channel, n: u64) -> u64 {
         .count() as u64
 }
 
-fn babeltrace_events(dir: &Path) -> Option<u64> {
-    let out = match Command::new("babeltrace2")
-        .arg(dir)
-        .args(["-c", "sink.utils.counter", "-p", "step=+0"])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED babeltrace2 check: {e}");
-            return None;
-        }
-        Err(e) => panic!("babeltrace2 is required under CI: {e}"),
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !stderr.contains("ERROR"),
-        "{stderr}"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains("Event messages"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-}
-
 #[test]
 fn packets_stream_live_to_a_receiver_that_writes_a_valid_trace() {
     let dir = temp_dir("stream");
@@ -148,7 +119,7 @@ fn packets_stream_live_to_a_receiver_that_writes_a_valid_trace() {
     drop(sender);
     let received = receiver.join().unwrap();
     assert_eq!(received, sent);
-    if let Some(events) = babeltrace_events(&out) {
+    if let Some((events, _)) = babeltrace_count(&out) {
         assert_eq!(events, committed, "every committed event streamed once");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -235,7 +206,7 @@ fn export_never_touches_payload_bytes() {
         stats.bytes > 4 * SUBBUF,
         "payload pages were exported: {stats:?}"
     );
-    if let Some(events) = babeltrace_events(&trace_dir) {
+    if let Some((events, _)) = babeltrace_count(&trace_dir) {
         assert_eq!(events, committed);
     }
     std::fs::remove_dir_all(&dir).unwrap();

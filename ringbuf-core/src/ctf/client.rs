@@ -14,6 +14,7 @@
 //! [`RecordInfo::prev_timestamp`] (which is never later than the previous event's, so
 //! a compact header is only chosen when it is decodable).
 
+use crate::bytes::{le_u32, le_u64};
 use crate::client::{Client, Out, PacketBegin, PacketEnd, RecordInfo};
 
 use super::{PADDING_EMPTY_ID, PADDING_ID};
@@ -203,18 +204,6 @@ pub struct PacketInfo {
     pub cpu_id: u32,
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
 impl PacketInfo {
     /// Parses the packet at the start of `bytes` (a sub-buffer, or a file's tail).
     pub fn parse(bytes: &[u8]) -> Result<Self, PacketError> {
@@ -227,11 +216,11 @@ impl PacketInfo {
         if bytes.len() < PACKET_HEADER_SIZE {
             return Err(PacketError::Truncated);
         }
-        let magic = u32_at(bytes, 0);
+        let magic = le_u32(bytes, 0);
         if magic != CTF_MAGIC {
             return Err(PacketError::BadMagic(magic));
         }
-        let (content_bits, packet_bits) = (u64_at(bytes, CONTENT_SIZE), u64_at(bytes, PACKET_SIZE));
+        let (content_bits, packet_bits) = (le_u64(bytes, CONTENT_SIZE), le_u64(bytes, PACKET_SIZE));
         let sizes_ok = content_bits % 8 == 0
             && packet_bits % 8 == 0
             && content_bits <= packet_bits
@@ -247,14 +236,14 @@ impl PacketInfo {
         uuid.copy_from_slice(&bytes[4..20]);
         Ok(Self {
             uuid,
-            stream_id: u32_at(bytes, 20),
-            timestamp_begin: u64_at(bytes, TS_BEGIN),
-            timestamp_end: u64_at(bytes, TS_END),
+            stream_id: le_u32(bytes, 20),
+            timestamp_begin: le_u64(bytes, TS_BEGIN),
+            timestamp_end: le_u64(bytes, TS_END),
             content_size: content_bits / 8,
             packet_size: packet_bits / 8,
-            seq: u64_at(bytes, SEQ_NUM),
-            events_discarded: u64_at(bytes, DISCARDED),
-            cpu_id: u32_at(bytes, CPU_ID),
+            seq: le_u64(bytes, SEQ_NUM),
+            events_discarded: le_u64(bytes, DISCARDED),
+            cpu_id: le_u32(bytes, CPU_ID),
         })
     }
 }
