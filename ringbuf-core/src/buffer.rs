@@ -22,6 +22,11 @@
 //!   CASes, so the reader's reads of its previous packet happen before a writer
 //!   writes into it again, and the delivering writer's bytes happen before the
 //!   reader reads them.
+//!
+//! Positions, commit counts and loss counters live in memory another process may
+//! corrupt (DESIGN.md section 8). Arithmetic on values loaded from it wraps: for any
+//! real value (far below 2^64) that is plain addition, and a hostile one near 2^64
+//! cannot panic a debug build (the consumer runs these paths too, in `switch`).
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
@@ -98,7 +103,11 @@ impl Stats {
     /// Events discarded, all causes but overrun (which loses whole packets and shows
     /// as `packet_seq_num` gaps).
     pub fn events_discarded(&self) -> u64 {
-        self.lost_full + self.lost_wrap + self.lost_big + self.lost_nested
+        // Wrapping: the counters come from shared memory (see the module doc).
+        self.lost_full
+            .wrapping_add(self.lost_wrap)
+            .wrapping_add(self.lost_big)
+            .wrapping_add(self.lost_nested)
     }
 }
 
@@ -145,7 +154,7 @@ impl Placement {
         Self {
             start,
             record,
-            end: record + (header_size + rec.payload_len) as u64,
+            end: record.wrapping_add((header_size + rec.payload_len) as u64),
             timestamp: rec.timestamp,
             phys: phys as u32,
             event_id: rec.event_id,
@@ -156,7 +165,7 @@ impl Placement {
 
     #[inline(always)]
     fn payload_len(&self) -> usize {
-        (self.end - self.record) as usize - self.header_size as usize
+        self.end.wrapping_sub(self.record) as usize - self.header_size as usize
     }
 
     /// The record as the client saw it at reserve time (for padding).
@@ -391,7 +400,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 // which waits for our commit.
                 let id = SubbufId::from_raw(self.ctl.slot(slot).id.load(Relaxed));
                 self.checked_phys(id).ok_or_else(|| {
-                    self.commit_bytes(start, end - start);
+                    self.commit_bytes(start, end.wrapping_sub(start));
                     self.lose(ReserveError::Wrap)
                 })
             }
@@ -420,7 +429,12 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         let l = self.ctl.losses();
         // Relaxed: read before the closing CAS; O1 orders these reads before the
         // next closing writer's, so the per-packet totals never decrease.
-        l.full.load(Relaxed) + l.wrap.load(Relaxed) + l.big.load(Relaxed) + l.nested.load(Relaxed)
+        // Wrapping: see the module doc.
+        l.full
+            .load(Relaxed)
+            .wrapping_add(l.wrap.load(Relaxed))
+            .wrapping_add(l.big.load(Relaxed))
+            .wrapping_add(l.nested.load(Relaxed))
     }
 
     /// The slow path: the reservation opens a sub-buffer, or closes one (exact fit
@@ -450,8 +464,9 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             if off != 0 && here_end <= s {
                 // Fits in the current sub-buffer (exactly, or it changed under us).
                 let base = old - off;
+                // Wrapping: see the module doc.
                 if w.write
-                    .compare_exchange(old, base + here_end, AcqRel, Relaxed) // O1
+                    .compare_exchange(old, base.wrapping_add(here_end), AcqRel, Relaxed) // O1
                     .is_err()
                 {
                     continue;
@@ -464,7 +479,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     w.last_timestamp.store(ts, Relaxed);
                 }
                 let record = base + align_up(off, K::RECORD_ALIGN as u64);
-                let phys = self.writer_phys(old, base + here_end)?;
+                let phys = self.writer_phys(old, base.wrapping_add(here_end))?;
                 let mut at = Placement::new(&here, old, record, here_header, phys);
                 at.switched = here_end == s;
                 self.write_record_header(&at, &here);
@@ -479,7 +494,12 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             if end > s {
                 return Err(self.lose(ReserveError::TooBig));
             }
-            let open = if off == 0 { old } else { old - off + s };
+            // Wrapping: see the module doc.
+            let open = if off == 0 {
+                old
+            } else {
+                (old - off).wrapping_add(s)
+            };
             let phys = match self.prepare_open(open) {
                 Ok(phys) => phys,
                 // Only a loss if nobody moved `write` meanwhile (our view was fresh).
@@ -487,7 +507,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 Err(_) => continue,
             };
             if w.write
-                .compare_exchange(old, open + end, AcqRel, Relaxed) // O1
+                .compare_exchange(old, open.wrapping_add(end), AcqRel, Relaxed) // O1
                 .is_err()
             {
                 continue;
@@ -727,7 +747,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     Err(_) => continue,
                 };
                 if w.write
-                    .compare_exchange(old, old + s, AcqRel, Relaxed)
+                    .compare_exchange(old, old.wrapping_add(s), AcqRel, Relaxed)
                     .is_err()
                 {
                     continue; // O1
@@ -741,7 +761,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 return Ok(()); // open but empty
             }
             if w.write
-                .compare_exchange(old, old - off + s, AcqRel, Relaxed) // O1
+                .compare_exchange(old, (old - off).wrapping_add(s), AcqRel, Relaxed) // O1
                 .is_err()
             {
                 continue;
@@ -849,7 +869,7 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
     pub fn commit(self) {
         let this = core::mem::ManuallyDrop::new(self);
         this.buf
-            .commit_bytes(this.at.start, this.at.end - this.at.start);
+            .commit_bytes(this.at.start, this.at.end.wrapping_sub(this.at.start));
         this.nest.exit();
     }
 
@@ -883,13 +903,13 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
             ctl: &buf.ctl,
             phys: self.at.phys as usize,
             base: buf.geo.offset(self.at.record) as usize,
-            len: (self.at.end - self.at.record) as usize,
+            len: self.at.end.wrapping_sub(self.at.record) as usize,
         };
         let total = out.len;
         let rec = self.at.record_info();
         buf.client
             .write_padding_record(&mut out, &rec, self.at.header_size as usize, total);
-        buf.commit_bytes(self.at.start, self.at.end - self.at.start);
+        buf.commit_bytes(self.at.start, self.at.end.wrapping_sub(self.at.start));
         Discarded::Padded
     }
 }

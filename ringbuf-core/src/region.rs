@@ -431,7 +431,10 @@ impl<'a, W: Word> Region<'a, W> {
     fn validate_state(&self) -> Result<(), RegionError> {
         let write = self.writer().write.load(Acquire);
         let consumed = self.reader().consumed.load(Acquire);
-        if consumed > write.next_multiple_of(self.config.subbuf_size) {
+        // Checked: a corrupt `write` in the last sub-buffer before 2^64 would overflow
+        // (a panic in debug builds); no `consumed` is past the end of the positions.
+        let end = write.checked_next_multiple_of(self.config.subbuf_size);
+        if end.is_some_and(|end| consumed > end) {
             return Err(RegionError::CorruptState);
         }
         if self.config.mode == Mode::Overwrite {

@@ -289,7 +289,8 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
     /// it: `export` gets the backing file, the packet's offset in it and its
     /// validated CTF header, and must move the bytes (e.g. with splice) and return
     /// only when the kernel no longer needs the pages: the sub-buffer is released
-    /// to the writers when it returns. Only the packet header is read here.
+    /// to the writers when it returns. Only the packet header is read here. At most
+    /// one buffer's worth of packets per call (see [`Consumer::drain`]).
     pub fn export(
         &self,
         index: u32,
@@ -318,52 +319,69 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         let Some(buffer) = self.buffers.get(index as usize) else {
             return Ok(0);
         };
-        let watch = guard::watch(&self.shm);
-        let mut reader = buffer
-            .reader()
-            .map_err(|_| ExportError::Consume(ConsumeError::ReaderBusy { buffer: index }))?;
-        let mut packets = 0;
-        let end = if snapshot {
-            reader.snapshot().produced
-        } else {
-            u64::MAX
-        };
-        loop {
-            // Checked before getting: in overwrite mode a get takes the packet.
-            if reader.snapshot().consumed >= end {
-                return Ok(packets);
-            }
-            let sub = match reader.get_next_subbuf() {
-                Ok(sub) => sub,
-                Err(ReadError::NoData) => return Ok(packets),
-                Err(error) => {
-                    return Err(ExportError::Consume(ConsumeError::Corrupt {
-                        buffer: index,
-                        error,
-                    }))
-                }
-            };
-            // The header is copied out and checked; the packet is described by the
-            // copy, so a hostile writer cannot make us export beyond the sub-buffer.
-            let mut header = [0u8; PACKET_HEADER_SIZE];
-            reader.read_at(&sub, 0, &mut header);
-            let info = PacketInfo::parse_header(&header, self.header.subbuf_size);
-            let result = match info {
-                Ok(info) if !watch.truncated() => export(ExportedPacket {
-                    file: self.shm.file(),
-                    offset: self
-                        .subbuf_offset(index, sub.phys())
-                        .expect("index checked"),
-                    info,
-                })
-                .map_err(ExportError::Io),
-                Ok(_) => Err(ExportError::Consume(ConsumeError::Truncated)),
-                Err(e) => Err(ExportError::Packet(e)),
-            };
-            reader.put_next_subbuf(sub);
-            result?;
-            packets += 1;
+        // Relaxed: as in `drain`.
+        if self.truncated.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ExportError::Consume(ConsumeError::Truncated));
         }
+        let watch = guard::watch(&self.shm);
+        let result = (|| {
+            let mut reader = buffer
+                .reader()
+                .map_err(|_| ExportError::Consume(ConsumeError::ReaderBusy { buffer: index }))?;
+            let mut packets = 0;
+            let end = if snapshot {
+                reader.snapshot().produced
+            } else {
+                u64::MAX
+            };
+            // At most one buffer's worth per call, as in `drain`: the positions come
+            // from the region, so `end` alone does not bound a hostile one.
+            while (packets as u64) < self.header.subbuf_count {
+                // Checked before getting: in overwrite mode a get takes the packet.
+                if reader.snapshot().consumed >= end {
+                    break;
+                }
+                let sub = match reader.get_next_subbuf() {
+                    Ok(sub) => sub,
+                    Err(ReadError::NoData) => break,
+                    Err(error) => {
+                        return Err(ExportError::Consume(ConsumeError::Corrupt {
+                            buffer: index,
+                            error,
+                        }))
+                    }
+                };
+                // The header is copied out and checked; the packet is described by
+                // the copy, so a hostile writer cannot make us export beyond the
+                // sub-buffer.
+                let mut header = [0u8; PACKET_HEADER_SIZE];
+                reader.read_at(&sub, 0, &mut header);
+                let info = PacketInfo::parse_header(&header, self.header.subbuf_size);
+                let result = match info {
+                    Ok(info) if !watch.truncated() => export(ExportedPacket {
+                        file: self.shm.file(),
+                        offset: self
+                            .subbuf_offset(index, sub.phys())
+                            .expect("index checked"),
+                        info,
+                    })
+                    .map_err(ExportError::Io),
+                    Ok(_) => Err(ExportError::Consume(ConsumeError::Truncated)),
+                    Err(e) => Err(ExportError::Packet(e)),
+                };
+                reader.put_next_subbuf(sub);
+                result?;
+                packets += 1;
+            }
+            Ok(packets)
+        })();
+        // As in `drain`: once the reader is released, whatever the result.
+        if watch.truncated() {
+            self.truncated
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(ExportError::Consume(ConsumeError::Truncated));
+        }
+        result
     }
 
     /// Waits up to `timeout` for a delivery wakeup (sleeps the whole timeout when the
