@@ -27,7 +27,14 @@ impl Clock for NoClock {
     }
 }
 
-/// The x86-64 time-stamp counter (`rdtsc`).
+/// The x86-64 time-stamp counter, read in order: `lfence; rdtsc; lfence`.
+///
+/// A bare `rdtsc` may execute before the load that precedes it or after the CAS
+/// that follows it (Intel SDM: it is not serializing). The engine reads the clock
+/// after loading the reserve position and before its CAS, so that a later position
+/// never gets an earlier time; when several CPUs write one buffer (per-CPU buffers
+/// with migration, or a consumer's live switch) an unordered read breaks that by a
+/// few nanoseconds, and babeltrace2 rejects the trace. The fences restore the order.
 ///
 /// Monotonic across CPUs only on machines with an invariant, synchronised TSC; the
 /// std crates check the CPU flags and calibrate it before use in traces.
@@ -52,7 +59,14 @@ impl Tsc {
 impl Clock for Tsc {
     #[inline(always)]
     fn now(&self) -> u64 {
-        // SAFETY: `rdtsc` is available on every x86-64 CPU and has no memory effects.
-        unsafe { core::arch::x86_64::_rdtsc() }
+        use core::arch::x86_64::{_mm_lfence, _rdtsc};
+        // SAFETY: `lfence` (SSE2) and `rdtsc` exist on every x86-64 CPU and have no
+        // memory effects.
+        unsafe {
+            _mm_lfence();
+            let t = _rdtsc();
+            _mm_lfence();
+            t
+        }
     }
 }

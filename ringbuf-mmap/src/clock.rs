@@ -225,11 +225,17 @@ pub enum TraceClock {
 }
 
 impl TraceClock {
-    /// Calibrates the TSC (about 20 ms) and falls back to `CLOCK_MONOTONIC`.
+    /// The TSC, calibrated (about 20 ms), when it is invariant and the kernel
+    /// itself uses it as its clocksource (so it found the CPUs' counters in sync);
+    /// `CLOCK_MONOTONIC` otherwise.
     pub fn best() -> Self {
+        let kernel_trusts_tsc = std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .is_ok_and(|s| s.trim() == "tsc");
         match CalibratedTsc::calibrate(Duration::from_millis(20)) {
-            Ok(tsc) => Self::Tsc(tsc),
-            Err(_) => Self::Monotonic(Monotonic),
+            Ok(tsc) if kernel_trusts_tsc => Self::Tsc(tsc),
+            _ => Self::Monotonic(Monotonic),
         }
     }
 
