@@ -66,28 +66,33 @@ pub struct ChannelImage {
 impl ChannelImage {
     /// Reads and validates the channel at `path`.
     pub fn read(path: &Path) -> Result<Self, RecoveryError> {
-        let bytes = std::fs::read(path).map_err(RecoveryError::Io)?;
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        // SAFETY: `words` holds at least `bytes.len()` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast(), bytes.len())
-        };
-        if bytes.len() < std::mem::size_of::<ChannelHeader>() {
-            return Err(RecoveryError::Channel(ChannelError::BadLayout(
-                "file too short",
-            )));
-        }
-        // SAFETY: at least a header's bytes; plain data.
-        let header: ChannelHeader = unsafe { std::ptr::read_unaligned(words.as_ptr().cast()) };
+        use std::io::Read;
+        let io = RecoveryError::Io;
+        let short = || RecoveryError::Channel(ChannelError::BadLayout("file too short"));
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        // The header first: only a validated layout decides how much to read, so a
+        // huge (sparse) file is never read whole.
+        let mut first = [0u8; std::mem::size_of::<ChannelHeader>()];
+        file.read_exact(&mut first).map_err(|_| short())?;
+        // SAFETY: `first` holds a whole header; plain data.
+        let header: ChannelHeader = unsafe { std::ptr::read_unaligned(first.as_ptr().cast()) };
         let (header, _, layout) =
-            channel::header_config(&header, bytes.len() as u64).map_err(RecoveryError::Channel)?;
+            channel::header_config(&header, file_len).map_err(RecoveryError::Channel)?;
+        let len = layout.size as usize;
+        let mut words = vec![0u64; len.div_ceil(8)];
+        // SAFETY: `words` owns at least `len` initialised bytes, borrowed exclusively.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
+        bytes[..first.len()].copy_from_slice(&first);
+        file.read_exact(&mut bytes[first.len()..])
+            .map_err(|_| short())?;
         let start = header.metadata_offset as usize;
         let metadata = std::str::from_utf8(&bytes[start..start + header.metadata_len as usize])
             .map_err(|_| RecoveryError::Channel(ChannelError::BadMetadata))?
             .to_owned();
         Ok(Self {
             words,
-            len: bytes.len(),
+            len,
             header,
             layout,
             metadata,
