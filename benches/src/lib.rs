@@ -1,108 +1,55 @@
-//! Shared pieces of the criterion benchmarks: buffers over heap memory, and the
-//! hardware floor they are compared with.
+//! Shared pieces of the criterion benchmarks: the systems under test (ringbuf
+//! buffers, the hardware floor, the peers), all behind one [`Sink`] interface so
+//! that every bench times exactly the same loop, plus CPU pinning and the signal
+//! handler used by the nesting bench.
+//!
+//! Every system gets, per event: one TSC read, `8 + N` bytes (an 8-byte header and
+//! the `N`-byte payload) stored into the same amount of memory ([`CAPACITY`]).
+//! (ringbuf's CTF format stores `4 + N`: its compact event header is 4 bytes.)
 
-use ringbuf_core::{Buffer, Config, RawRecords, Region, Tsc, Word};
+pub mod affinity;
+pub mod floor;
+pub mod ours;
+pub mod peers;
+pub mod signal;
+pub mod sink;
 
-/// Heap memory for one region, 8-byte aligned (a `Vec<u64>`).
-pub struct Memory(Vec<u64>);
+pub use floor::{Floor, LockFloor, RdtscBare, TscOnly};
+pub use ours::{drain, local_buffer, shared_buffer, write_event, Memory, Ringbuf, TscBuffer};
+pub use sink::{time_events, Sink};
 
-impl Memory {
-    /// Memory for a region of `config`.
-    pub fn new(config: &Config) -> Self {
-        let bytes = Region::<ringbuf_core::SharedWord>::size_for(config).expect("valid config");
-        Self(vec![0; bytes.div_ceil(8)])
-    }
+use ringbuf_core::{Clock, Config, Mode, Tsc};
 
-    /// The bytes.
-    pub fn bytes(&mut self) -> &mut [u8] {
-        let len = self.0.len() * 8;
-        // SAFETY: the Vec owns `len` initialised bytes, exclusively borrowed here.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), len) }
-    }
+/// Sub-buffer size of the ringbuf buffers measured.
+pub const SUBBUF_SIZE: u64 = 64 * 1024;
+
+/// Sub-buffer count of the ringbuf buffers measured.
+pub const SUBBUF_COUNT: u64 = 8;
+
+/// Bytes of event storage every system gets (ringbuf: `SUBBUF_COUNT * SUBBUF_SIZE`;
+/// the floor's array, the peers' rings: the same).
+pub const CAPACITY: usize = (SUBBUF_SIZE * SUBBUF_COUNT) as usize;
+
+/// The configuration of the ringbuf buffers measured.
+pub const fn config(mode: Mode) -> Config {
+    Config::new(SUBBUF_SIZE, SUBBUF_COUNT, mode)
 }
 
-/// A raw-record buffer timestamped with the TSC.
-pub type TscBuffer<'a, W> = Buffer<Region<'a, W>, RawRecords, Tsc>;
-
-/// A shared-flavour buffer over `mem`.
-pub fn shared_buffer(mem: &mut Memory, config: Config) -> TscBuffer<'_, ringbuf_core::SharedWord> {
-    let region = Region::init(mem.bytes(), config, 0).expect("region");
-    Buffer::new(region, RawRecords, Tsc).expect("buffer")
-}
-
-/// A local-flavour buffer over `mem`.
-///
-/// # Safety
-///
-/// Only one thread (and its signal handlers) writes to it.
-pub unsafe fn local_buffer(
-    mem: &mut Memory,
-    config: Config,
-) -> TscBuffer<'_, ringbuf_core::LocalWord> {
-    // SAFETY: the caller's contract is the local flavour's.
-    let region = unsafe { Region::init_local(mem.bytes(), config, 0) }.expect("region");
-    Buffer::new(region, RawRecords, Tsc).expect("buffer")
-}
-
-/// Writes one event of `payload` (reserve, copy, commit); the operation measured.
+/// The 8-byte record header the floor and the peers store: payload length and the
+/// low 32 bits of the timestamp (ringbuf's `RawRecords` header is the same size).
 #[inline(always)]
-pub fn write_event<W: Word, const N: usize>(
-    buf: &TscBuffer<'_, W>,
-    nest: &ringbuf_core::Nesting,
-    payload: &[u8; N],
-) {
-    if let Ok(mut r) = buf.reserve(nest, 1, N) {
-        r.payload_mut().copy_from_slice(payload);
-        r.commit();
-    }
+pub fn record_header(timestamp: u64, len: usize) -> [u8; 8] {
+    ((len as u64) | (timestamp << 32)).to_le_bytes()
 }
 
-/// The floor: what any tracer must do per event: read the TSC and store a record
-/// of the same size (8-byte header + payload) into a plain array.
-pub struct Floor {
-    array: Vec<u8>,
-    pos: usize,
+/// Reads the TSC with ringbuf's own clock (`lfence; rdtsc; lfence` since the core
+/// orders its clock read): the clock every system here uses.
+#[inline(always)]
+pub fn now() -> u64 {
+    Tsc.now()
 }
 
-impl Floor {
-    /// A 1 MiB array, the same order of size as the buffers measured.
-    pub fn new() -> Self {
-        Self {
-            array: vec![0; 1 << 20],
-            pos: 0,
-        }
-    }
-
-    /// One event.
-    #[inline(always)]
-    pub fn write<const N: usize>(&mut self, payload: &[u8; N]) {
-        let ts = Tsc.now_u64();
-        let len = 8 + payload.len();
-        if self.pos + len > self.array.len() {
-            self.pos = 0;
-        }
-        let header = (payload.len() as u64) | (ts << 32);
-        self.array[self.pos..self.pos + 8].copy_from_slice(&header.to_le_bytes());
-        self.array[self.pos + 8..self.pos + len].copy_from_slice(payload);
-        self.pos += len.next_multiple_of(8);
-        // The stores must happen, as a tracer's would: the array escapes.
-        std::hint::black_box(&mut self.array);
-    }
-}
-
-impl Default for Floor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-trait NowU64 {
-    fn now_u64(&self) -> u64;
-}
-
-impl NowU64 for Tsc {
-    #[inline(always)]
-    fn now_u64(&self) -> u64 {
-        ringbuf_core::Clock::now(self)
-    }
+/// The payload written by every event of `N` bytes.
+pub const fn payload<const N: usize>() -> [u8; N] {
+    [0xab; N]
 }

@@ -1,0 +1,155 @@
+//! Export bandwidth: full packets moved from a channel's memfd into a tmpfs file
+//! with splice (zero user-space copies), next to a consumer that copies each packet
+//! out and writes it, and a plain `write()` of the same bytes from user memory, in
+//! the same run.
+//!
+//! `cargo bench -p benches --bench export`
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_main, Criterion, Throughput};
+use ringbuf_core::ctf::{ClockDescription, Ctf, TraceDescription};
+use ringbuf_core::{Config, Mode, NoClock, Switch};
+use ringbuf_mmap::{Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
+use ringbuf_splice::export::{Destination, Splicer};
+
+const SUBBUF: u64 = 1 << 20;
+const COUNT: u64 = 16;
+
+fn target() -> File {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let path = format!("{dir}/ringbuf-export-bench-{}", std::process::id());
+    let file = File::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file
+}
+
+fn export(c: &mut Criterion) {
+    let mut metadata = String::new();
+    let clock = ClockDescription {
+        name: "c",
+        description: "bench",
+        freq: 1_000_000_000,
+        offset_s: 0,
+        offset: 0,
+    };
+    let trace = TraceDescription {
+        uuid: [1; 16],
+        clock,
+        events: &[],
+        tracer_name: "bench",
+    };
+    ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
+    let options = ChannelOptions {
+        config: Config::new(SUBBUF, COUNT, Mode::Discard),
+        buffers: 1,
+        format: 1,
+        prefault: true,
+    };
+    let channel = PerCpuChannel::create(
+        Backing::Memfd { name: "bench" },
+        &options,
+        &metadata,
+        |c| Ctf::new([1; 16], c),
+        |_| NoClock,
+    )
+    .unwrap();
+    let consumer = PerCpuConsumer::attach_fd(
+        channel.shm().try_clone_fd().unwrap(),
+        None,
+        1,
+        |c| Ctf::new([1; 16], c),
+        |_| NoClock,
+    )
+    .unwrap();
+    let buffer = &channel.buffers()[0];
+    let nest = ringbuf_core::Nesting::new();
+    let payload = [0x5au8; 4000];
+    // Fills every sub-buffer with full packets (not timed).
+    let fill = || {
+        while buffer.write(&nest, 1, &payload).is_ok() {}
+        let _ = buffer.switch(Switch::Active);
+    };
+    let bytes_per_round = SUBBUF * COUNT;
+
+    let mut group = c.benchmark_group("export_1MiB_packets_to_tmpfs");
+    group.throughput(Throughput::Bytes(bytes_per_round));
+    group.measurement_time(Duration::from_secs(3));
+    let mut splicer = Splicer::new(SUBBUF as usize).unwrap();
+    group.bench_function("splice_zero_copy", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                fill();
+                let out = target();
+                let start = Instant::now();
+                consumer
+                    .export(0, |p| {
+                        splicer.export(
+                            p.file.as_fd(),
+                            p.offset,
+                            p.info.packet_size as usize,
+                            out.as_fd(),
+                            Destination::File,
+                        )
+                    })
+                    .unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    // What a consumer without page export does: copy each packet out of the
+    // shared buffer, then write it.
+    let mut scratch = Vec::new();
+    group.bench_function("copy_out_then_write", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                fill();
+                let mut out = target();
+                let start = Instant::now();
+                consumer
+                    .drain(0, &mut scratch, |p| {
+                        std::io::Write::write_all(&mut out, p).unwrap()
+                    })
+                    .unwrap();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    let user_copy = vec![0x5au8; bytes_per_round as usize];
+    group.bench_function("plain_write", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                let mut out = target();
+                let start = Instant::now();
+                for chunk in user_copy.chunks(SUBBUF as usize) {
+                    std::io::Write::write_all(&mut out, chunk).unwrap();
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+// In a private module: the macro's `pub fn` then needs no doc comment.
+mod group {
+    criterion::criterion_group!(benches, super::export);
+}
+criterion_main!(group::benches);
