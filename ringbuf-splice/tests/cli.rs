@@ -275,3 +275,25 @@ fn bad_arguments_are_clear_errors_and_help_documents_every_flag() {
         assert!(record_help.contains(flag), "record --help lacks {flag}");
     }
 }
+
+#[test]
+fn record_paces_writers_at_the_requested_rate() {
+    let dir = temp_dir("rate");
+    let out = dir.join("trace");
+    let stdout = ok(&ringbuf(&[
+        "record",
+        "--threads",
+        "1",
+        "--rate",
+        "20000",
+        "--duration",
+        "0.5",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let (attempted, committed, _) = counts(&stdout);
+    // 10,000 expected; sleeping may only make it fewer, never more.
+    assert!((5_000..=12_000).contains(&attempted), "{stdout}");
+    assert_eq!(attempted, committed, "a slow rate loses nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -308,9 +308,11 @@ fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
 ) {
     let payload = vec![thread as u8; w.payload];
     let start = Instant::now();
-    let (mut tried, mut ok) = (0u64, 0u64);
+    // `seq` runs for the whole thread (it paces and numbers events); the batch
+    // counters are published every 1024 events.
+    let (mut seq, mut tried, mut ok) = (0u64, 0u64, 0u64);
     loop {
-        if tried % 1024 == 0 {
+        if tried == 1024 || seq == 0 {
             attempted.fetch_add(tried, Ordering::Relaxed);
             committed.fetch_add(ok, Ordering::Relaxed);
             (tried, ok) = (0, 0);
@@ -319,17 +321,19 @@ fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
             }
         }
         if w.rate > 0 {
-            let due = Duration::from_secs_f64(tried as f64 / w.rate as f64);
+            let due = Duration::from_secs_f64(seq as f64 / w.rate as f64);
             let ahead = due.saturating_sub(start.elapsed());
             if !ahead.is_zero() {
                 std::thread::sleep(ahead);
             }
         }
-        let seq = tried;
         let values = [Value::U64(seq), Value::U32(thread), Value::Bytes(&payload)];
         ok += channel.write_event(&EVENTS[0], &values).is_ok() as u64;
         tried += 1;
+        seq += 1;
     }
+    attempted.fetch_add(tried, Ordering::Relaxed);
+    committed.fetch_add(ok, Ordering::Relaxed);
 }
 
 /// Ends every stream with a packet carrying the final discarded count; in
