@@ -490,7 +490,7 @@ impl<'a, W: Word> Region<'a, W> {
 }
 
 fn check_memory(ptr: *mut u8, len: usize, need: usize) -> Result<(), RegionError> {
-    if ptr.is_null() || (ptr as usize) % 8 != 0 {
+    if ptr.is_null() || !(ptr as usize).is_multiple_of(8) {
         return Err(RegionError::Misaligned);
     }
     if len < need {

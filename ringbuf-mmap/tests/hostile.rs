@@ -772,7 +772,7 @@ fn export_all(consumer: &CtfConsumer, file_len: u64, tally: &mut Tally) {
             let mut handed = 0;
             let check = |p: ExportedPacket<'_>| {
                 assert!(p.info.packet_size <= S, "{:?}", p.info);
-                assert!(p.offset % S == 0 && p.offset + S <= file_len);
+                assert!(p.offset.is_multiple_of(S) && p.offset + S <= file_len);
                 handed += 1;
                 Ok(())
             };
@@ -1839,7 +1839,7 @@ fn malice(path: &Path, map: &Map, seed: u64, until: Instant) -> u64 {
         unsafe { AtomicU8::from_ptr(base.add(at)) }
     };
     let word = |at: usize| {
-        assert!(at % 8 == 0 && at + 8 <= mapping.len());
+        assert!(at.is_multiple_of(8) && at + 8 <= mapping.len());
         // SAFETY: `at` is 8-byte aligned (the mapping is page-aligned) and `at + 8`
         // inside the mapping, which outlives every use of the closure.
         unsafe { AtomicU64::from_ptr(base.add(at).cast::<u64>()) }
@@ -1931,7 +1931,7 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
                 local.drain_all(&first, 1, false);
                 first.switch_all(Switch::Active);
                 rounds += 1;
-                if rounds % 16 == 0 {
+                if rounds.is_multiple_of(16) {
                     match attach(&path) {
                         Ok(c) => {
                             local.attached += 1;

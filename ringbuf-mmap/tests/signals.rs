@@ -68,7 +68,7 @@ extern "C" fn handler(_sig: libc::c_int) {
     // Now and then, raise the signal again inside our open reservation (SA_NODEFER
     // delivers it at once) until the nesting limit is passed.
     let nest_deeper = || {
-        if seq % 50 == 0 && depth < LIMIT {
+        if seq.is_multiple_of(50) && depth < LIMIT {
             // SAFETY: raise is async-signal-safe.
             unsafe { libc::raise(libc::SIGUSR1) };
         }

@@ -199,3 +199,78 @@ pub fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    fn temp_file(name: &str) -> std::fs::File {
+        let path =
+            std::env::temp_dir().join(format!("ringbuf-export-{}-{name}", std::process::id()));
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    #[test]
+    fn splice_and_vmsplice_move_exactly_the_bytes() {
+        let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i % 251) as u8).collect();
+        let mut src = temp_file("src");
+        src.write_all(&data).unwrap();
+        let mut splicer = Splicer::new(4096).unwrap();
+
+        // A file range (from an offset) into a file.
+        let mut dst = temp_file("dst");
+        splicer
+            .export(
+                src.as_fd(),
+                4096,
+                data.len() - 4096,
+                dst.as_fd(),
+                Destination::File,
+            )
+            .unwrap();
+        let mut back = Vec::new();
+        dst.rewind().unwrap();
+        dst.read_to_end(&mut back).unwrap();
+        assert_eq!(back, &data[4096..]);
+
+        // Anonymous memory (vmsplice) into a file.
+        let mut dst = temp_file("vm");
+        splicer
+            .export_memory(&data, dst.as_fd(), Destination::File)
+            .unwrap();
+        let mut back = Vec::new();
+        dst.rewind().unwrap();
+        dst.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+
+        // Into a pipe: returns only once the reader has taken the pages.
+        let (mut r, w) = std::io::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4096];
+            r.read_exact(&mut got).unwrap();
+            got
+        });
+        splicer
+            .export(src.as_fd(), 0, 4096, w.as_fd(), Destination::Pipe)
+            .unwrap();
+        assert_eq!(reader.join().unwrap(), &data[..4096]);
+
+        // Past the end of the source: an error, not a hang.
+        let end = splicer.export(
+            src.as_fd(),
+            data.len() as u64,
+            10,
+            temp_file("eof").as_fd(),
+            Destination::File,
+        );
+        assert_eq!(end.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -637,7 +637,7 @@ struct JumpyClock(AtomicU64);
 impl ringbuf_core::Clock for JumpyClock {
     fn now(&self) -> u64 {
         let t = self.0.fetch_add(1, Ordering::Relaxed);
-        if t % 997 == 0 {
+        if t.is_multiple_of(997) {
             self.0
                 .fetch_add((1 << COMPACT_TS_BITS) + t % 13, Ordering::Relaxed)
         } else {
