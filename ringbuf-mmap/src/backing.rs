@@ -199,8 +199,9 @@ impl Shm {
     }
 }
 
-/// Sends `fd` over the Unix socket `socket` (SCM_RIGHTS) with a one-byte message.
-pub fn send_fd(socket: &std::os::unix::net::UnixStream, fd: impl AsRawFd) -> io::Result<()> {
+/// Runs `f` with a one-byte message header that has room for one descriptor
+/// (SCM_RIGHTS), for `sendmsg`/`recvmsg`; its buffers live for the call.
+fn with_fd_message<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -215,56 +216,51 @@ pub fn send_fd(socket: &std::os::unix::net::UnixStream, fd: impl AsRawFd) -> io:
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at a control buffer of CMSG_SPACE(int) bytes, so the first
-    // header and its data fit.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
-    }
-    // SAFETY: a valid socket and a fully initialised message.
-    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    f(&mut msg)
+}
+
+/// Sends `fd` over the Unix socket `socket` (SCM_RIGHTS) with a one-byte message.
+pub fn send_fd(socket: &std::os::unix::net::UnixStream, fd: impl AsRawFd) -> io::Result<()> {
+    with_fd_message(|msg| {
+        // SAFETY: `msg` has a control buffer of CMSG_SPACE(int) bytes, so the first
+        // header and its data fit.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
+        }
+        // SAFETY: a valid socket and a fully initialised message.
+        if unsafe { libc::sendmsg(socket.as_raw_fd(), msg, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    })
 }
 
 /// Receives a descriptor sent with [`send_fd`].
 pub fn recv_fd(socket: &std::os::unix::net::UnixStream) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: plain data; zero is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: a valid socket and message buffers that outlive the call.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled `msg`; CMSG_FIRSTHDR checks the control length.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no descriptor received",
-            ));
+    with_fd_message(|msg| {
+        // SAFETY: a valid socket and message buffers that outlive the call.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+        // SAFETY: the kernel filled `msg`; CMSG_FIRSTHDR checks the control length.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no descriptor received",
+                ));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+            Ok(OwnedFd::from_raw_fd(fd))
+        }
+    })
 }

@@ -130,6 +130,11 @@ pub struct ChannelLayout {
 }
 
 impl ChannelLayout {
+    /// Offset of buffer `index`'s region in the channel.
+    pub fn region_offset(&self, index: u32) -> u64 {
+        self.regions_offset + self.region_stride * index as u64
+    }
+
     /// The layout of `buffers` buffers of `config` with `metadata_len` bytes of text.
     pub fn new(config: &Config, buffers: u32, metadata_len: u64) -> Result<Self, ChannelError> {
         if buffers == 0 || buffers > MAX_BUFFERS {
@@ -296,7 +301,7 @@ pub(crate) unsafe fn attach_region<W: Word>(
     format: u32,
     index: u32,
 ) -> Result<Region<'static, W>, ChannelError> {
-    let offset = (layout.regions_offset + layout.region_stride * index as u64) as usize;
+    let offset = layout.region_offset(index) as usize;
     // SAFETY: the region lies inside the mapping (layout checked against the file
     // length); the caller keeps the mapping alive.
     unsafe {
@@ -321,7 +326,7 @@ pub(crate) unsafe fn init_region<W: Word>(
     format: u32,
     index: u32,
 ) -> Result<Region<'static, W>, ChannelError> {
-    let offset = (layout.regions_offset + layout.region_stride * index as u64) as usize;
+    let offset = layout.region_offset(index) as usize;
     // SAFETY: as in attach_region.
     unsafe {
         Region::init_raw(

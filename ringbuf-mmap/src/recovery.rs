@@ -119,8 +119,7 @@ impl ChannelImage {
         let base = self.words.as_mut_ptr().cast::<u8>();
         debug_assert!(self.layout.size as usize <= self.len);
         for index in 0..self.header.buffers {
-            let offset =
-                (self.layout.regions_offset + self.layout.region_stride * index as u64) as usize;
+            let offset = self.layout.region_offset(index) as usize;
             // SAFETY: inside our private copy (layout checked against its length).
             let ptr = unsafe { base.add(offset) };
             let len = self.layout.region_size as usize;

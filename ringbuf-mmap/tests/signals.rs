@@ -39,6 +39,8 @@ static HANDLER_OK: AtomicU64 = AtomicU64::new(0);
 static HANDLER_LOST: AtomicU64 = AtomicU64::new(0);
 static HANDLER_NESTED: AtomicU64 = AtomicU64::new(0);
 static NESTING_VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+/// A chain of nested handlers is under way (see `handler`).
+static CHAINING: AtomicBool = AtomicBool::new(false);
 static MAX_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 fn check(seq: u64) -> u64 {
@@ -65,10 +67,13 @@ fn write_one<C: Mapped, K: Client, T: Clock>(
 extern "C" fn handler(_sig: libc::c_int) {
     let depth = with_nesting(|n| n.depth());
     let seq = HANDLER_BIT | HANDLER_SEQ.fetch_add(1, Ordering::Relaxed);
-    // Now and then, raise the signal again inside our open reservation (SA_NODEFER
-    // delivers it at once) until the nesting limit is passed.
+    // Every 50th handler starts a chain: it raises the signal again inside its open
+    // reservation (SA_NODEFER delivers it at once), and so does each nested handler,
+    // until one is refused at the nesting limit (which ends the chain).
+    let chain = seq.is_multiple_of(50) || CHAINING.load(Ordering::Relaxed);
     let nest_deeper = || {
-        if seq.is_multiple_of(50) && depth < LIMIT {
+        if chain && depth < LIMIT {
+            CHAINING.store(true, Ordering::Relaxed);
             // SAFETY: raise is async-signal-safe.
             unsafe { libc::raise(libc::SIGUSR1) };
         }
@@ -94,6 +99,7 @@ extern "C" fn handler(_sig: libc::c_int) {
         }
         Err(ReserveError::Nested) => {
             HANDLER_NESTED.fetch_add(1, Ordering::Relaxed);
+            CHAINING.store(false, Ordering::Relaxed);
             depth >= LIMIT
         }
         Err(_) => {
@@ -193,19 +199,27 @@ struct Outcome {
     signals_per_sec: f64,
 }
 
-/// Runs the storm: `writer` runs on the writer thread and writes event `i` for
-/// each `i` (it may set up thread-local state first); `flush` closes the streams
-/// once it is done.
+/// The writer thread's side of a storm.
+struct StormWriter {
+    /// Writes event `i`.
+    write: Box<dyn Fn(u64) -> Result<(), ReserveError>>,
+    /// Runs on the writer thread once the timer is gone (no more handlers).
+    finish: Box<dyn FnOnce()>,
+}
+
+/// Runs the storm: `writer` runs on the writer thread (it may set up thread-local
+/// state first) and returns how to write event `i` and how to finish; `flush`
+/// closes the streams from the test thread once the writer is done.
 fn storm<C: Mapped + Sync, K: Client, T: Clock>(
     readers: Vec<Reader<'_, C, K, T>>,
-    writer: impl FnOnce() -> Box<dyn Fn(u64) -> Result<(), ReserveError>> + Send,
+    writer: impl FnOnce() -> StormWriter + Send,
     flush: impl FnOnce(),
 ) -> Outcome {
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let reader = s.spawn(|| reader(readers, &done));
         let writer = s.spawn(move || {
-            let write = writer();
+            let StormWriter { write, finish } = writer();
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() };
             let handled_before = HANDLER_SEQ.load(Ordering::Relaxed);
@@ -218,7 +232,10 @@ fn storm<C: Mapped + Sync, K: Client, T: Clock>(
                     Err(_) => lost += 1,
                 }
             }
+            // Deleting the timer delivers any pending signal as the call returns:
+            // no handler runs after this point.
             drop(timer);
+            finish();
             let signals = HANDLER_SEQ.load(Ordering::Relaxed) - handled_before;
             (ok, lost, signals as f64 / start.elapsed().as_secs_f64())
         });
@@ -310,11 +327,12 @@ fn signal_storms_write_into_the_interrupted_buffer_with_exact_accounting() {
         .collect();
     let outcome = storm(
         readers,
-        || {
-            Box::new(|i| {
+        || StormWriter {
+            write: Box::new(|i| {
                 let buffer = shared.current();
                 write_one(|nest| buffer.reserve(nest, 1, 16), i, || {})
-            })
+            }),
+            finish: Box::new(|| {}),
         },
         || while shared.switch_all(Switch::Flush).is_err() {},
     );
@@ -347,18 +365,17 @@ fn signal_storms_write_into_the_interrupted_buffer_with_exact_accounting() {
             let writer: &'static ThreadWriter<'static, RawRecords, NoClock> =
                 Box::leak(Box::new(local.register().unwrap()));
             LOCAL_WRITER.with(|w| w.set(writer));
-            Box::new(move |i| {
-                if i == EVENTS - 1 {
-                    let r = write_one(|nest| writer.reserve(nest, 1, 16), i, || {});
-                    // Only the owning thread may close its packet.
+            StormWriter {
+                write: Box::new(move |i| write_one(|nest| writer.reserve(nest, 1, 16), i, || {})),
+                // Only the owning thread may close its packet, and only once no
+                // handler can write after it: the timer is gone.
+                finish: Box::new(move || {
                     while writer.switch(Switch::Flush).is_err() {
                         std::thread::yield_now();
                     }
                     FLUSHED.store(true, Ordering::Release);
-                    return r;
-                }
-                write_one(|nest| writer.reserve(nest, 1, 16), i, || {})
-            })
+                }),
+            }
         },
         || assert!(FLUSHED.load(Ordering::Acquire)),
     );
