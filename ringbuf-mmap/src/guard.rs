@@ -54,6 +54,8 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
                 )
             };
             if p != libc::MAP_FAILED {
+                // Release: pairs with `Watch::truncated`'s Acquire (the zero page is
+                // in place before anyone sees the flag).
                 slot.truncated.store(true, Ordering::Release);
                 return;
             }
@@ -97,6 +99,8 @@ pub fn watch(shm: &Shm) -> Watch {
             .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            // Relaxed/Release: the slot is ours (claimed above); `start` is stored
+            // last with Release so a handler that sees it sees `end` and the flag.
             slot.truncated.store(false, Ordering::Relaxed);
             slot.end.store(start + shm.len(), Ordering::Release);
             slot.start.store(start, Ordering::Release);

@@ -158,6 +158,7 @@ fn recover_region<W: Word>(
     emit: &mut impl FnMut(u32, &[u8]),
     report: &mut RecoveryReport,
 ) {
+    // Relaxed everywhere: the region is our private copy, read by this thread only.
     use std::sync::atomic::Ordering::Relaxed;
     let config = region.config();
     let geo = config.validate().expect("validated at attach");

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::mem::offset_of;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -110,6 +110,18 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Writes `bytes` to a new file `path` of mode 0600 (replacing any old one).
+/// Writes `bytes` to `dir/copy` and opens it read-write (for a hostile writer).
+fn writable_copy(dir: &Path, bytes: &[u8]) -> (PathBuf, File) {
+    let path = dir.join("copy");
+    write_file(&path, bytes);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    (path, file)
+}
+
 fn write_file(path: &Path, bytes: &[u8]) {
     let _ = std::fs::remove_file(path);
     let mut f = OpenOptions::new()
@@ -876,14 +888,8 @@ fn a_writer_that_keeps_delivering_cannot_hold_export() {
         let dir = temp_dir("endless-export");
         let original = ctf_image(&dir, mode);
         let map = Map::new(mode);
-        let path = dir.join("copy");
-        write_file(&path, &original);
+        let (path, file) = writable_copy(&dir, &original);
         let consumer = attach_ctf(&path).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
         let geo = config(mode).validate().unwrap();
         let data = map.region_at(0) + map.region.data;
         for snapshot in [false, true] {
@@ -1782,14 +1788,8 @@ fn a_writer_that_keeps_delivering_cannot_hold_drain() {
         let dir = temp_dir("endless");
         let original = make_image(&dir, mode);
         let map = Map::new(mode);
-        let path = dir.join("copy");
-        write_file(&path, &original);
+        let (path, file) = writable_copy(&dir, &original);
         let consumer = attach(&path).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
         let geo = config(mode).validate().unwrap();
         let mut scratch = Vec::new();
         let mut packets = 0u64;

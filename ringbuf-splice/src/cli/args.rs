@@ -20,6 +20,12 @@ impl std::fmt::Display for ArgError {
     }
 }
 
+impl From<ArgError> for String {
+    fn from(e: ArgError) -> Self {
+        e.0
+    }
+}
+
 impl Args {
     /// Parses `args` given the flags that take a value and the boolean switches.
     pub fn parse(args: &[String], valued: &[&str], switches: &[&str]) -> Result<Self, ArgError> {

@@ -1,7 +1,7 @@
 //! `ringbuf consume`, `snapshot`, `recover` and `stat`: tools for the buffers of
 //! another process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use ringbuf_splice::session::{self, SessionOptions};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
-use super::args::{ArgError, Args};
+use super::args::Args;
 use super::CTF_FORMAT;
 
 pub const CONSUME_HELP: &str = "\
@@ -88,18 +88,15 @@ fn producer_alive(pid: u32) -> bool {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
+    // Relaxed: a stop request; nothing else is published with it.
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
 pub fn consume(args: &[String]) -> Result<(), String> {
-    let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])
-        .map_err(|ArgError(e)| e)?;
-    let (path, output) = (
-        a.path("path").map_err(|e| e.0)?,
-        a.path("output").map_err(|e| e.0)?,
-    );
-    let duration: f64 = a.get("duration", f64::INFINITY).map_err(|e| e.0)?;
-    let live = Duration::from_millis(a.get("live-ms", 100u64).map_err(|e| e.0)?);
+    let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])?;
+    let (path, output) = (a.path("path")?, a.path("output")?);
+    let duration: f64 = a.get("duration", f64::INFINITY)?;
+    let live = Duration::from_millis(a.get("live-ms", 100u64)?);
     let consumer = attach(&path)?;
     let mut trace =
         TraceDir::with_metadata(&output, consumer.metadata()).map_err(|e| e.to_string())?;
@@ -111,7 +108,7 @@ pub fn consume(args: &[String]) -> Result<(), String> {
         live_period: Some(live),
         ..SessionOptions::default()
     };
-    let subbuf = subbuf_size(&consumer);
+    let subbuf = consumer.subbuf_size() as usize;
     let stats = session::run(
         &consumer,
         &mut trace,
@@ -136,19 +133,17 @@ pub fn consume(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn subbuf_size(consumer: &Consumer) -> usize {
-    consumer.subbuf_size() as usize
+/// The `--path FILE --output DIR` of `snapshot` and `recover`.
+fn path_and_output(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
+    let a = Args::parse(args, &["path", "output"], &[])?;
+    Ok((a.path("path")?, a.path("output")?))
 }
 
 pub fn snapshot(args: &[String]) -> Result<(), String> {
-    let a = Args::parse(args, &["path", "output"], &[]).map_err(|ArgError(e)| e)?;
-    let (path, output) = (
-        a.path("path").map_err(|e| e.0)?,
-        a.path("output").map_err(|e| e.0)?,
-    );
+    let (path, output) = path_and_output(args)?;
     let consumer = attach(&path)?;
-    let stats =
-        snapshot_to_dir(&consumer, &output, subbuf_size(&consumer)).map_err(|e| e.to_string())?;
+    let stats = snapshot_to_dir(&consumer, &output, consumer.subbuf_size() as usize)
+        .map_err(|e| e.to_string())?;
     println!(
         "snapshot: {} packets, {:.1} MB in {}",
         stats.packets,
@@ -160,11 +155,7 @@ pub fn snapshot(args: &[String]) -> Result<(), String> {
 }
 
 pub fn recover(args: &[String]) -> Result<(), String> {
-    let a = Args::parse(args, &["path", "output"], &[]).map_err(|ArgError(e)| e)?;
-    let (path, output) = (
-        a.path("path").map_err(|e| e.0)?,
-        a.path("output").map_err(|e| e.0)?,
-    );
+    let (path, output) = path_and_output(args)?;
     let report = recover_to_dir(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
         "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
@@ -181,8 +172,8 @@ pub fn recover(args: &[String]) -> Result<(), String> {
 }
 
 pub fn stat(args: &[String]) -> Result<(), String> {
-    let a = Args::parse(args, &["path"], &[]).map_err(|ArgError(e)| e)?;
-    let path = a.path("path").map_err(|e| e.0)?;
+    let a = Args::parse(args, &["path"], &[])?;
+    let path = a.path("path")?;
     let consumer = attach(&path)?;
     let s = consumer.subbuf_size();
     println!(

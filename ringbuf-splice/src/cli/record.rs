@@ -14,7 +14,7 @@ use ringbuf_splice::session::{self, SessionOptions, SessionStats};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
-use super::args::{ArgError, Args, Size};
+use super::args::{Args, Size};
 use super::{CTF_FORMAT, UUID};
 
 pub const HELP: &str = "\
@@ -62,6 +62,7 @@ static EVENTS: [EventSchema; 1] = [EventSchema {
 static SNAPSHOT_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigusr1(_: libc::c_int) {
+    // Relaxed: a request flag; nothing else is published with it.
     SNAPSHOT_REQUESTED.store(true, Ordering::Relaxed);
 }
 
@@ -92,8 +93,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "live-ms",
         ],
         &["flight-recorder", "no-export"],
-    )
-    .map_err(|ArgError(e)| e)?;
+    )?;
     let flight_recorder = a.on("flight-recorder");
     let mode = match a
         .get(
@@ -103,8 +103,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             } else {
                 "discard"
             }),
-        )
-        .map_err(|e| e.0)?
+        )?
         .as_str()
     {
         "discard" => Mode::Discard,
@@ -118,19 +117,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if flight_recorder && mode != Mode::Overwrite {
         return Err("--flight-recorder needs --mode overwrite".into());
     }
-    let duration: f64 = a.get("duration", 2.0).map_err(|e| e.0)?;
+    let duration: f64 = a.get("duration", 2.0)?;
     if !(duration.is_finite() && duration > 0.0) {
         return Err("--duration must be a positive number of seconds".into());
     }
     let w = Workload {
-        threads: a.get("threads", 2u32).map_err(|e| e.0)?.max(1),
-        rate: a.get("rate", 0u64).map_err(|e| e.0)?,
+        threads: a.get("threads", 2u32)?.max(1),
+        rate: a.get("rate", 0u64)?,
         duration: Duration::from_secs_f64(duration),
-        payload: a.get("payload", 16usize).map_err(|e| e.0)?,
+        payload: a.get("payload", 16usize)?,
         output: a
             .opt_path("output")
             .unwrap_or_else(|| format!("ringbuf-trace-{}", std::process::id()).into()),
-        live: Duration::from_millis(a.get("live-ms", 100u64).map_err(|e| e.0)?),
+        live: Duration::from_millis(a.get("live-ms", 100u64)?),
         flight_recorder,
         export: !a.on("no-export"),
     };
@@ -138,8 +137,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err(format!("{} already exists", w.output.display()));
     }
     let config = Config::new(
-        a.get("subbuf-size", Size(64 << 10)).map_err(|e| e.0)?.0,
-        a.get("subbuf-count", 16u64).map_err(|e| e.0)?,
+        a.get("subbuf-size", Size(64 << 10))?.0,
+        a.get("subbuf-count", 16u64)?,
         mode,
     );
     config
