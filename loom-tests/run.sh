@@ -45,6 +45,7 @@ mutants=(
     "acquire_claim boundary mutant_acquire_claim_is_caught"
     "any_lap_noref boundary mutant_any_lap_noref_is_caught"
     "skip_noref overwrite_reader mutant_skip_noref_is_caught"
+    "undo_discard discard mutant_undo_discard_is_caught"
 )
 for m in "${mutants[@]}"; do
     read -r name file test <<<"$m"

@@ -12,7 +12,7 @@ use loom::sync::Arc;
 
 use ringbuf_core::id::SubbufId;
 use ringbuf_core::{
-    Buffer, Client, Config, Control, Flavour, LossWords, Mode, NoClock, Out, PacketBegin,
+    Buffer, Client, Clock, Config, Control, Flavour, LossWords, Mode, NoClock, Out, PacketBegin,
     PacketEnd, RawPacket, RawRecords, ReadError, Reader, ReaderWords, RecordInfo, SlotWords,
     Subbuf, Word, WriterWords,
 };
@@ -94,6 +94,8 @@ impl LoomControl {
                 commit: zero(),
                 delivered: zero(),
                 prefix: zero(),
+                prefix_stamp_pre: zero(),
+                prefix_stamp_post: zero(),
                 end_ts: zero(),
                 content: zero(),
                 discarded: zero(),
@@ -280,14 +282,38 @@ where
         .expect("loom spawns")
 }
 
-/// The engine as the models run it: the shipping [`Buffer`] over [`LoomControl`].
-pub type ModelBuffer = Buffer<LoomControl, CountingClient, NoClock>;
+/// A clock for models that check timestamps: a loom atomic counter, so every read
+/// is later than every read that happens before it, as with the engine's ordered
+/// TSC read.
+#[derive(Debug)]
+pub struct ModelClock(AtomicU64);
+
+impl Clock for ModelClock {
+    fn now(&self) -> u64 {
+        // SeqCst: the model's "real time": reads are totally ordered, consistently
+        // with happens-before.
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// The engine as the models run it: the shipping [`Buffer`] over [`LoomControl`],
+/// without a clock (every timestamp 0) unless the model checks time.
+pub type ModelBuffer<T = NoClock> = Buffer<LoomControl, CountingClient, T>;
 /// The shipping [`Reader`] of a [`ModelBuffer`].
-pub type ModelReader<'b> = Reader<'b, LoomControl, CountingClient, NoClock>;
+pub type ModelReader<'b, T = NoClock> = Reader<'b, LoomControl, CountingClient, T>;
 
 /// A fresh buffer for `config`, shared between loom threads.
 pub fn new_buffer(config: Config) -> Arc<ModelBuffer> {
-    let buffer = Buffer::new(LoomControl::new(config), CountingClient::default(), NoClock)
+    new_buffer_with_clock(config, NoClock)
+}
+
+/// A fresh buffer for `config` whose timestamps come from a [`ModelClock`].
+pub fn new_clocked_buffer(config: Config) -> Arc<ModelBuffer<ModelClock>> {
+    new_buffer_with_clock(config, ModelClock(AtomicU64::new(0)))
+}
+
+fn new_buffer_with_clock<T: Clock>(config: Config, clock: T) -> Arc<ModelBuffer<T>> {
+    let buffer = Buffer::new(LoomControl::new(config), CountingClient::default(), clock)
         .expect("the raw format fits the model's sub-buffers");
     Arc::new(buffer)
 }
@@ -305,6 +331,10 @@ pub fn pattern(id: u32, len: usize) -> Vec<u8> {
 pub struct Packet {
     /// Packet sequence number from the header (checked against the reader's).
     pub seq: u64,
+    /// `timestamp_begin` from the header.
+    pub timestamp_begin: u64,
+    /// `timestamp_end` from the header.
+    pub timestamp_end: u64,
     /// Header plus records, in bytes.
     pub content_size: u64,
     /// Running total of discarded events at close.
@@ -317,7 +347,7 @@ pub struct Packet {
 
 /// Copies the held sub-buffer out with [`Reader::read_at`] and decodes it; asserts
 /// that it is a well-formed packet whose every payload matches [`pattern`].
-pub fn read_packet(reader: &ModelReader<'_>, sub: &Subbuf) -> Packet {
+pub fn read_packet<T: Clock>(reader: &ModelReader<'_, T>, sub: &Subbuf) -> Packet {
     let size = reader.config().subbuf_size as usize;
     let mut bytes = vec![0u8; size];
     assert!(
@@ -353,6 +383,8 @@ pub fn read_packet(reader: &ModelReader<'_>, sub: &Subbuf) -> Packet {
     );
     Packet {
         seq: packet.seq,
+        timestamp_begin: packet.timestamp_begin,
+        timestamp_end: packet.timestamp_end,
         content_size: packet.content_size,
         events_discarded: packet.events_discarded,
         records,
@@ -365,7 +397,7 @@ pub fn read_packet(reader: &ModelReader<'_>, sub: &Subbuf) -> Packet {
 /// # Panics
 ///
 /// On any other read error.
-pub fn read_next(reader: &mut ModelReader<'_>) -> Option<Packet> {
+pub fn read_next<T: Clock>(reader: &mut ModelReader<'_, T>) -> Option<Packet> {
     match reader.get_next_subbuf() {
         Ok(sub) => {
             let packet = read_packet(reader, &sub);
@@ -378,7 +410,7 @@ pub fn read_next(reader: &mut ModelReader<'_>) -> Option<Packet> {
 }
 
 /// Attaches a reader and reads every complete packet left, in order.
-pub fn drain(buf: &ModelBuffer) -> Vec<Packet> {
+pub fn drain<T: Clock>(buf: &ModelBuffer<T>) -> Vec<Packet> {
     let mut reader = buf.reader().expect("no other reader attached");
     let mut out = Vec::new();
     while let Some(p) = read_next(&mut reader) {
@@ -388,8 +420,8 @@ pub fn drain(buf: &ModelBuffer) -> Vec<Packet> {
 }
 
 /// Writes record `id` with a [`pattern`] payload of `len` bytes.
-pub fn write(
-    buf: &ModelBuffer,
+pub fn write<T: Clock>(
+    buf: &ModelBuffer<T>,
     nest: &ringbuf_core::Nesting,
     id: u32,
     len: usize,
@@ -400,7 +432,7 @@ pub fn write(
 /// Asserts that packets `0..opened` had their header written exactly once and every
 /// one of them except `undelivered` was delivered exactly once, and that no other
 /// packet was touched.
-pub fn assert_packets_once(buf: &ModelBuffer, opened: u64, undelivered: &[u64]) {
+pub fn assert_packets_once<T: Clock>(buf: &ModelBuffer<T>, opened: u64, undelivered: &[u64]) {
     let c = buf.client();
     for seq in 0..MAX_SEQ as u64 {
         let open = u32::from(seq < opened);
@@ -412,7 +444,7 @@ pub fn assert_packets_once(buf: &ModelBuffer, opened: u64, undelivered: &[u64]) 
 
 /// Asserts that every slot except those in `stuck` is settled: its commit count is
 /// a whole number of laps, all delivered.
-pub fn assert_slots_settled(buf: &ModelBuffer, stuck: &[usize]) {
+pub fn assert_slots_settled<T: Clock>(buf: &ModelBuffer<T>, stuck: &[usize]) {
     let ctl = buf.control();
     let s = buf.config().subbuf_size;
     for i in 0..buf.config().subbuf_count as usize {
@@ -429,7 +461,7 @@ pub fn assert_slots_settled(buf: &ModelBuffer, stuck: &[usize]) {
 
 /// Asserts the overwrite-mode id table plus the reader's spare is a permutation of
 /// the physical sub-buffers.
-pub fn assert_ids_permutation(buf: &ModelBuffer) {
+pub fn assert_ids_permutation<T: Clock>(buf: &ModelBuffer<T>) {
     let config = buf.config();
     if config.mode != Mode::Overwrite {
         return;

@@ -23,6 +23,16 @@
 //!   writes into it again, and the delivering writer's bytes happen before the
 //!   reader reads them.
 //!
+//! **Positions only move forward.** Every successful CAS on `write` strictly
+//! increases it (a record is never empty, a switch moves to the next sub-buffer,
+//! and a discarded reservation becomes padding instead of moving `write` back). So
+//! a CAS from `old` succeeds only if nothing was reserved since `old` was loaded,
+//! and the timestamp read between that load and the CAS is no earlier than any
+//! reserved before it: timestamps never decrease along a buffer, for records and
+//! for the end of a packet closed by a switch alike. (An undo that moved `write`
+//! back let a writer that loaded the position before the undo succeed after an
+//! equal-sized reservation took the same bytes, with an earlier timestamp: ABA.)
+//!
 //! Positions, commit counts and loss counters live in memory another process may
 //! corrupt (DESIGN.md section 8). Arithmetic on values loaded from it wraps: for any
 //! real value (far below 2^64) that is plain addition, and a hostile one near 2^64
@@ -33,7 +43,7 @@ use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use crate::client::{Client, Out, PacketBegin, PacketEnd, RecordInfo};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Geometry, Mode};
-use crate::control::{Control, Mapped, SlotWords};
+use crate::control::{Control, Mapped, PrefixStamp, SlotWords};
 use crate::id::SubbufId;
 use crate::nesting::Nesting;
 use crate::word::Word;
@@ -144,8 +154,6 @@ struct Placement {
     event_id: u32,
     /// Bytes of record header.
     header_size: u32,
-    /// Whether the reservation opened or closed a sub-buffer (it cannot be undone).
-    switched: bool,
 }
 
 impl Placement {
@@ -159,7 +167,6 @@ impl Placement {
             phys: phys as u32,
             event_id: rec.event_id,
             header_size: header_size as u32,
-            switched: false,
         }
     }
 
@@ -378,7 +385,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 if K::USES_PREV_TIMESTAMP {
                     w.last_timestamp.store(ts, Relaxed);
                 }
-                let phys = self.writer_phys(old, base + end)?;
+                let phys = self.writer_phys(old, base + end, ts)?;
                 let at = Placement::new(&rec, old, base + record, header_size, phys);
                 self.write_record_header(&at, &rec);
                 return Ok(at);
@@ -390,7 +397,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     /// opened sub-buffer. If the region is corrupt, the reservation is committed
     /// unwritten (so it cannot wedge the sub-buffer) and the event counted lost.
     #[inline(always)]
-    fn writer_phys(&self, start: u64, end: u64) -> Result<usize, ReserveError> {
+    fn writer_phys(&self, start: u64, end: u64, ts: u64) -> Result<usize, ReserveError> {
         let slot = self.geo.slot(start);
         match self.mode {
             Mode::Discard => Ok(slot),
@@ -400,7 +407,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 // which waits for our commit.
                 let id = SubbufId::from_raw(self.ctl.slot(slot).id.load(Relaxed));
                 self.checked_phys(id).ok_or_else(|| {
-                    self.commit_bytes(start, end.wrapping_sub(start));
+                    self.commit_bytes(start, end.wrapping_sub(start), ts);
                     self.lose(ReserveError::Wrap)
                 })
             }
@@ -479,9 +486,8 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     w.last_timestamp.store(ts, Relaxed);
                 }
                 let record = base + align_up(off, K::RECORD_ALIGN as u64);
-                let phys = self.writer_phys(old, base.wrapping_add(here_end))?;
-                let mut at = Placement::new(&here, old, record, here_header, phys);
-                at.switched = here_end == s;
+                let phys = self.writer_phys(old, base.wrapping_add(here_end), ts)?;
+                let at = Placement::new(&here, old, record, here_header, phys);
                 self.write_record_header(&at, &here);
                 return Ok(at);
             }
@@ -522,8 +528,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             if K::USES_PREV_TIMESTAMP {
                 w.last_timestamp.store(ts, Relaxed);
             }
-            let mut at = Placement::new(&rec, open, open + self.header, header_size, phys);
-            at.switched = true;
+            let at = Placement::new(&rec, open, open + self.header, header_size, phys);
             self.write_record_header(&at, &rec);
             return Ok(at);
         }
@@ -635,13 +640,14 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     fn close_with_padding(&self, pos: u64, ts: u64, discarded: u64) {
         let off = self.geo.offset(pos);
         self.close(self.geo.slot(pos), ts, off, discarded);
-        self.commit_bytes(pos, self.geo.subbuf_size() - off);
+        self.commit_bytes(pos, self.geo.subbuf_size() - off, ts);
     }
 
     /// Adds `size` bytes to the commit count of the sub-buffer containing `start`,
-    /// delivers it if complete, and maintains its committed prefix.
+    /// delivers it if complete, and maintains its committed prefix. `ts` is the
+    /// timestamp of the last record in `start..start + size`.
     #[inline(always)]
-    fn commit_bytes(&self, start: u64, size: u64) {
+    fn commit_bytes(&self, start: u64, size: u64, ts: u64) {
         let slot = self.geo.slot(start);
         let words = self.ctl.slot(slot);
         let full = self.geo.full_commit(start);
@@ -659,14 +665,27 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         }
         // Committed prefix: if everything reserved so far in this sub-buffer is
         // committed, remember it. Relaxed: read after our add; if the position still
-        // equals our count, nothing reserved by then is uncommitted. The value is for
-        // crash recovery, read when every writer is dead.
+        // equals our count, nothing reserved by then is uncommitted. The words are
+        // for crash recovery, read when every writer is dead (see `PrefixStamp` for
+        // why a late store from a preempted committer is harmless).
         let w = self.ctl.writer().write.load(Relaxed);
         let base = full - self.geo.subbuf_size();
         if self.geo.subbuf_start(w) == self.geo.subbuf_start(start)
             && count.wrapping_sub(base) == self.geo.offset(w)
         {
+            // The latest record of the prefix is the one ending at `w`. If it is
+            // ours, `ts` bounds the prefix (timestamps follow positions); if another
+            // committed it before us, a clock read now is later than its (rare:
+            // out-of-order commits only).
+            let bound = if start.wrapping_add(size) == w {
+                ts
+            } else {
+                self.clock.now()
+            };
+            let stamp = PrefixStamp::new(count, bound).raw();
+            words.prefix_stamp_pre.store(stamp, Relaxed);
             words.prefix.store(count, Relaxed);
+            words.prefix_stamp_post.store(stamp, Relaxed);
         }
     }
 
@@ -754,7 +773,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 }
                 self.open_packet(old, phys, ts);
                 self.close(self.geo.slot(old), ts, self.header, discarded);
-                self.commit_bytes(old, s);
+                self.commit_bytes(old, s, ts);
                 return Ok(());
             }
             if off == self.header && kind == Switch::Active {
@@ -787,19 +806,8 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 }
 
-/// What [`Reservation::try_discard`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Discarded {
-    /// The reservation was the last one: the reserve position moved back, as if it
-    /// had never been made.
-    Undone,
-    /// Something was reserved after it (or it opened or closed a sub-buffer): it was
-    /// committed as a padding record that readers skip.
-    Padded,
-}
-
 /// A reserved record. Write the payload, then [`commit`](Reservation::commit).
-/// Dropping it discards it (see [`Reservation::try_discard`]), so a reservation can
+/// Dropping it discards it (see [`Reservation::discard`]), so a reservation can
 /// never wedge its sub-buffer.
 ///
 /// Not `Send`: it must be committed by the thread that reserved it (whose nesting
@@ -868,36 +876,40 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
     #[inline(always)]
     pub fn commit(self) {
         let this = core::mem::ManuallyDrop::new(self);
-        this.buf
-            .commit_bytes(this.at.start, this.at.end.wrapping_sub(this.at.start));
+        this.buf.commit_bytes(
+            this.at.start,
+            this.at.end.wrapping_sub(this.at.start),
+            this.at.timestamp,
+        );
         this.nest.exit();
     }
 
-    /// Discards the reservation: undone if nothing was reserved after it, otherwise
-    /// committed as padding.
-    pub fn try_discard(self) -> Discarded {
+    /// Discards the reservation: it is committed as padding that readers skip.
+    /// (Its bytes are not given back: moving the reserve position backwards would
+    /// let another writer's stale view of it become current again; see the module
+    /// documentation.)
+    pub fn discard(self) {
         let this = core::mem::ManuallyDrop::new(self);
-        let result = this.discard();
+        this.pad();
         this.nest.exit();
-        result
     }
 
-    fn discard(&self) -> Discarded {
+    fn pad(&self) {
         let buf = self.buf;
-        let w = buf.ctl.writer();
-        if !self.at.switched {
-            if K::USES_PREV_TIMESTAMP {
-                // The next record must not compress against our timestamp; 0 forces a
-                // full one. Stored before the undo so anyone who sees the undo sees it.
-                w.last_timestamp.store(0, Relaxed);
-            }
-            // AcqRel (O1): succeeds only if we are still the last reservation.
-            if w.write
+        // (`ringbuf_mutant = "undo_discard"`: the undo this replaced, which moved
+        // `write` back when the reservation was the last one and opened or closed
+        // nothing.)
+        if cfg!(ringbuf_mutant = "undo_discard")
+            && buf.geo.offset(self.at.start) != 0
+            && buf.geo.offset(self.at.end) != 0
+            && buf
+                .ctl
+                .writer()
+                .write
                 .compare_exchange(self.at.end, self.at.start, AcqRel, Relaxed)
                 .is_ok()
-            {
-                return Discarded::Undone;
-            }
+        {
+            return;
         }
         let mut out = Window {
             ctl: &buf.ctl,
@@ -909,8 +921,11 @@ impl<C: Control, K: Client, T: Clock> Reservation<'_, C, K, T> {
         let rec = self.at.record_info();
         buf.client
             .write_padding_record(&mut out, &rec, self.at.header_size as usize, total);
-        buf.commit_bytes(self.at.start, self.at.end.wrapping_sub(self.at.start));
-        Discarded::Padded
+        buf.commit_bytes(
+            self.at.start,
+            self.at.end.wrapping_sub(self.at.start),
+            self.at.timestamp,
+        );
     }
 }
 
@@ -934,7 +949,7 @@ impl<C: Mapped, K: Client, T: Clock> Reservation<'_, C, K, T> {
 
 impl<C: Control, K: Client, T: Clock> Drop for Reservation<'_, C, K, T> {
     fn drop(&mut self) {
-        self.discard();
+        self.pad();
         self.nest.exit();
     }
 }

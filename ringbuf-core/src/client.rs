@@ -16,6 +16,29 @@ pub trait Out {
     fn zero(&mut self, offset: usize, len: usize);
 }
 
+/// A plain byte slice as a window (tools that finish packets in their own memory,
+/// such as crash recovery).
+impl Out for [u8] {
+    fn put(&mut self, offset: usize, bytes: &[u8]) {
+        let window = offset
+            .checked_add(bytes.len())
+            .and_then(|end| self.get_mut(offset..end));
+        debug_assert!(window.is_some(), "client wrote outside its window");
+        if let Some(window) = window {
+            window.copy_from_slice(bytes);
+        }
+    }
+    fn zero(&mut self, offset: usize, len: usize) {
+        let window = offset
+            .checked_add(len)
+            .and_then(|end| self.get_mut(offset..end));
+        debug_assert!(window.is_some(), "client zeroed outside its window");
+        if let Some(window) = window {
+            window.fill(0);
+        }
+    }
+}
+
 /// What the engine knows about a record when it reserves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordInfo {
@@ -27,8 +50,8 @@ pub struct RecordInfo {
     /// go backwards within a buffer).
     pub timestamp: u64,
     /// A timestamp no later than the previous record's in the stream: the exact
-    /// previous one, or an older one when racing writers or an undone reservation
-    /// left `last_timestamp` stale, or 0 when unknown. The first record of a packet
+    /// previous one, or an older one when racing writers left `last_timestamp`
+    /// stale, or 0 when unknown. The first record of a packet
     /// gets its own timestamp (which is the packet's `timestamp_begin`). A format that
     /// compresses timestamps against it stays correct: a stale value can only make
     /// the delta look larger.
@@ -107,8 +130,8 @@ pub trait Client: Sync {
 /// record:  payload_len u32 | event_id u32 | payload | zero padding to 8
 /// ```
 ///
-/// A record whose event id is [`RawRecords::PADDING_ID`] is padding (an undone
-/// reservation that could not be removed) and is skipped by [`RawPacket::records`].
+/// A record whose event id is [`RawRecords::PADDING_ID`] is padding (a discarded
+/// reservation) and is skipped by [`RawPacket::records`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawRecords;
 

@@ -48,28 +48,87 @@ pub struct ReaderWords<S> {
     pub attached: S,
 }
 
-/// Per-slot words (one slot per logical sub-buffer), on their own cache line.
+/// Per-slot words (one slot per logical sub-buffer). The first cache line holds
+/// every word a reservation or commit touches; `discarded` (stored and read once
+/// per packet) spills into a second one.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct SlotWords<W, S> {
     /// Bytes committed into this slot, accumulated over all laps and never reset:
     /// lap `L` is complete exactly when `commit == (L + 1) * S`.
     pub commit: W,
-    /// The commit count at the last delivery (`L * S` before lap `L` is delivered);
-    /// `L * S + 1` while a writer is delivering lap `L`.
-    pub delivered: W,
     /// The committed prefix: a commit count at which everything reserved so far in
     /// the slot had been committed. For crash recovery.
     pub prefix: W,
+    /// A [`PrefixStamp`] stored just before `prefix`.
+    pub prefix_stamp_pre: W,
+    /// The same [`PrefixStamp`] stored just after `prefix`: whichever of the two
+    /// matches `prefix` bounds its records' timestamps.
+    pub prefix_stamp_post: W,
+    /// Overwrite mode: `{lap tag, noref flag, physical index}` of the sub-buffer
+    /// that backs this slot (see [`crate::id`]).
+    pub id: S,
+    /// The commit count at the last delivery (`L * S` before lap `L` is delivered);
+    /// `L * S + 1` while a writer is delivering lap `L`.
+    pub delivered: W,
     /// End timestamp of the packet, stored by the writer that closes it.
     pub end_ts: W,
     /// Content size in bytes of the packet, stored by the writer that closes it.
     pub content: W,
     /// Running total of discarded events, stored by the writer that closes it.
     pub discarded: W,
-    /// Overwrite mode: `{lap tag, noref flag, physical index}` of the sub-buffer
-    /// that backs this slot (see [`crate::id`]).
-    pub id: S,
+}
+
+/// What crash recovery needs to close a packet cut at its committed prefix: a
+/// timestamp no earlier than any record in the prefix, tagged with the prefix it
+/// belongs to.
+///
+/// Several committers may store a prefix concurrently, and a preempted one may
+/// store late (an older prefix after a newer one), so a separate timestamp word
+/// could end up paired with another committer's prefix. The stamp therefore
+/// carries a 16-bit tag of its prefix (the timestamp is rounded *up* to a multiple
+/// of 2^16 ticks to make room: still an upper bound). Each committer stores the
+/// stamp, the prefix, then the stamp again into a second word: a writer killed
+/// between two of these stores leaves at least one stamp matching the prefix, and
+/// a stamp whose tag does not match is never trusted (recovery then keeps none of
+/// the packet's records, and counts them as cut).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixStamp(u64);
+
+impl PrefixStamp {
+    const TAG_BITS: u32 = 16;
+    const TAG_MASK: u64 = (1 << Self::TAG_BITS) - 1;
+
+    /// The stamp of `prefix` (a commit count) whose records are no later than `ts`.
+    #[inline(always)]
+    pub const fn new(prefix: u64, ts: u64) -> Self {
+        Self((ts.saturating_add(Self::TAG_MASK) & !Self::TAG_MASK) | Self::tag(prefix))
+    }
+
+    /// A stamp as stored.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The stored value.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The timestamp bound, if this stamp belongs to `prefix`.
+    pub const fn bound_for(self, prefix: u64) -> Option<u64> {
+        if self.0 & Self::TAG_MASK == Self::tag(prefix) {
+            Some(self.0 & !Self::TAG_MASK)
+        } else {
+            None
+        }
+    }
+
+    /// 16 bits of a multiplicative hash: nearby prefixes get unrelated tags.
+    #[inline(always)]
+    const fn tag(prefix: u64) -> u64 {
+        prefix.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::TAG_BITS)
+    }
 }
 
 /// Storage and atomics for one buffer.

@@ -42,7 +42,7 @@ mod reader;
 mod region;
 mod word;
 
-pub use buffer::{Buffer, Discarded, Reservation, ReserveError, Stats, Switch, SwitchError};
+pub use buffer::{Buffer, Reservation, ReserveError, Stats, Switch, SwitchError};
 pub use client::{
     Client, Out, PacketBegin, PacketEnd, ParseError, RawPacket, RawRecordIter, RawRecords,
     RecordInfo,
@@ -54,7 +54,7 @@ pub use config::{
     Config, ConfigError, Geometry, Mode, DEFAULT_NESTING_LIMIT, MAX_SUBBUF_COUNT, MAX_SUBBUF_SIZE,
     MIN_SUBBUF_SIZE,
 };
-pub use control::{Control, LossWords, Mapped, ReaderWords, SlotWords, WriterWords};
+pub use control::{Control, LossWords, Mapped, PrefixStamp, ReaderWords, SlotWords, WriterWords};
 pub use nesting::Nesting;
 pub use reader::{ReadError, Reader, ReaderBusy, Snapshot, Subbuf, MAX_RETRIES};
 pub use region::{

@@ -10,7 +10,7 @@
 //! 256    writer words       (write, last_timestamp)          one cache line
 //! 320    loss counters                                         one cache line
 //! 384    reader words       (consumed, spare, attached)       one cache line
-//! 448    slot words × N     (commit, delivered, prefix, ...)  one cache line each
+//! 448    slot words × N     (commit, prefix, id, ...)         two cache lines each
 //! data   physical sub-buffers × P, page-aligned start, stride S
 //! ```
 //!
@@ -32,7 +32,7 @@ use crate::word::{Flavour, LocalWord, SharedWord, Word};
 /// Magic at the start of every region.
 pub const REGION_MAGIC: [u8; 8] = *b"RINGBUF\0";
 /// Version of the layout described here.
-pub const REGION_VERSION: u32 = 1;
+pub const REGION_VERSION: u32 = 2;
 /// Written in native byte order; reads back differently on the other endianness.
 pub const ENDIAN_TAG: u32 = 0x0102_0304;
 /// Bytes reserved for the header.
@@ -64,6 +64,8 @@ pub enum Field {
     Commit,
     Delivered,
     Prefix,
+    PrefixStampPre,
+    PrefixStampPost,
     EndTimestamp,
     ContentSize,
     Discarded,
@@ -72,7 +74,7 @@ pub enum Field {
 
 impl Field {
     /// Number of fields.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 19;
 }
 
 type W = SharedWord;
@@ -90,6 +92,8 @@ const FIELDS: FieldTable = [
     offset_of!(SlotWords<W, W>, commit) as u16,
     offset_of!(SlotWords<W, W>, delivered) as u16,
     offset_of!(SlotWords<W, W>, prefix) as u16,
+    offset_of!(SlotWords<W, W>, prefix_stamp_pre) as u16,
+    offset_of!(SlotWords<W, W>, prefix_stamp_post) as u16,
     offset_of!(SlotWords<W, W>, end_ts) as u16,
     offset_of!(SlotWords<W, W>, content) as u16,
     offset_of!(SlotWords<W, W>, discarded) as u16,
@@ -248,7 +252,7 @@ const LOSSES_OFFSET: usize = HEADER_SIZE + CACHE_LINE;
 const READER_OFFSET: usize = HEADER_SIZE + 2 * CACHE_LINE;
 const SLOTS_OFFSET: usize = HEADER_SIZE + 3 * CACHE_LINE;
 const SLOT_STRIDE: usize = size_of::<SlotWords<W, W>>();
-const _: () = assert!(SLOT_STRIDE == CACHE_LINE);
+const _: () = assert!(SLOT_STRIDE == 2 * CACHE_LINE);
 
 impl Layout {
     /// The layout of a buffer with `config`.

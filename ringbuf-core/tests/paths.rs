@@ -4,8 +4,12 @@
 mod common;
 
 use common::{buffer, next_packet, Memory};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+
 use ringbuf_core::{
-    Config, Control, Discarded, Mode, Nesting, RawRecords, ReadError, ReserveError, Switch,
+    Config, Control, Mode, Nesting, PrefixStamp, RawRecords, ReadError, ReserveError, Switch,
 };
 
 const S: u64 = 256;
@@ -202,7 +206,7 @@ fn flush_cannot_open_a_packet_in_a_full_buffer_and_says_so() {
 }
 
 #[test]
-fn try_discard_undoes_the_last_reservation_and_pads_an_earlier_one() {
+fn discard_pads_and_never_moves_the_reserve_position_back() {
     let config = Config::new(S, 4, Mode::Discard);
     let mut mem = Memory::for_config(&config);
     let buf = buffer(&mut mem, config);
@@ -210,38 +214,144 @@ fn try_discard_undoes_the_last_reservation_and_pads_an_earlier_one() {
     buf.write(&nest, 1, &[1; 8]).unwrap();
     let after_first = buf.stats().write;
 
-    let r = buf.reserve(&nest, 2, 8).unwrap();
-    assert_eq!(r.try_discard(), Discarded::Undone);
-    assert_eq!(buf.stats().write, after_first);
+    // The last reservation too: its bytes become padding.
+    buf.reserve(&nest, 2, 8).unwrap().discard();
+    assert_eq!(buf.stats().write, after_first + R + 8);
 
     // Dropping a reservation discards it too.
     drop(buf.reserve(&nest, 3, 8).unwrap());
-    assert_eq!(buf.stats().write, after_first);
+    assert_eq!(buf.stats().write, after_first + 2 * (R + 8));
 
     let mut a = buf.reserve(&nest, 4, 8).unwrap();
     let b = buf.reserve(&nest, 5, 8).unwrap();
     assert!(a.write_at(0, &[4; 8]));
-    assert_eq!(a.try_discard(), Discarded::Padded);
+    a.discard();
     b.commit();
 
-    // The opening reservation of a packet cannot be undone: it becomes padding.
-    let opening = {
-        buf.switch(Switch::Active).unwrap();
-        buf.reserve(&nest, 6, 8).unwrap()
-    };
-    assert_eq!(opening.try_discard(), Discarded::Padded);
+    // The opening reservation of a packet.
+    buf.switch(Switch::Active).unwrap();
+    buf.reserve(&nest, 6, 8).unwrap().discard();
     assert_eq!(nest.depth(), 0);
 
     buf.switch(Switch::Flush).unwrap();
     let mut reader = buf.reader().unwrap();
     let p0 = next_packet(&mut reader).unwrap();
     let ids: Vec<u32> = p0.records.iter().map(|r| r.0).collect();
-    assert_eq!(ids, [1, 5], "undone and padded records are not read");
-    assert_eq!(p0.content_size, H + 3 * (R + 8));
+    assert_eq!(ids, [1, 5], "discarded records are not read");
+    assert_eq!(p0.content_size, H + 5 * (R + 8));
     let p1 = next_packet(&mut reader).unwrap();
     assert!(p1.records.is_empty());
+    assert_eq!(p1.content_size, H + R + 8);
     let stats = buf.stats();
     assert_eq!(stats.events_discarded(), 0, "discarding is not a loss");
+}
+
+/// A clock that parks the thread that armed it, once, between its reading of the
+/// time and its return: the engine reads the clock after loading the reserve
+/// position and before its CAS, so the parked thread holds a stale position and a
+/// stale time while others go on.
+struct ParkingClock {
+    now: AtomicU64,
+    parked: Mutex<bool>,
+    cv: Condvar,
+}
+
+thread_local! {
+    static PARK_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+impl ParkingClock {
+    fn new() -> Self {
+        Self {
+            now: AtomicU64::new(0),
+            parked: Mutex::new(false),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Waits until the armed thread is parked.
+    fn wait_parked(&self) {
+        let guard = self.parked.lock().unwrap();
+        drop(self.cv.wait_while(guard, |parked| !*parked).unwrap());
+    }
+
+    /// Lets the parked thread go on.
+    fn release(&self) {
+        *self.parked.lock().unwrap() = false;
+        self.cv.notify_all();
+    }
+}
+
+impl ringbuf_core::Clock for ParkingClock {
+    fn now(&self) -> u64 {
+        let t = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        if PARK_HERE.with(|p| p.replace(false)) {
+            let mut parked = self.parked.lock().unwrap();
+            *parked = true;
+            self.cv.notify_all();
+            drop(self.cv.wait_while(parked, |parked| *parked).unwrap());
+        }
+        t
+    }
+}
+
+/// Writer X loads the position, reads the time and stalls; meanwhile a reservation
+/// is discarded and another of the same size is made and committed. If discarding
+/// moved the position back, the second reservation would end where the first did
+/// and X's CAS would succeed: X's record after it, with an earlier time (ABA).
+#[test]
+fn a_stalled_writer_never_lands_after_a_later_record_with_an_earlier_time() {
+    for stalled_switch in [false, true] {
+        let config = Config::new(S, 4, Mode::Discard);
+        let mut mem = Memory::for_config(&config);
+        let region = ringbuf_core::Region::init(mem.bytes(), config, 0).unwrap();
+        let buf = ringbuf_core::Buffer::new(region, RawRecords, ParkingClock::new()).unwrap();
+        let nest = Nesting::new();
+        buf.write(&nest, 1, &[1; 8]).unwrap(); // so the next reservations open nothing
+        let discarded = buf.reserve(&nest, 2, 8).unwrap();
+        let stalled = std::thread::scope(|s| {
+            let x = s.spawn(|| {
+                PARK_HERE.with(|p| p.set(true));
+                if stalled_switch {
+                    buf.switch(Switch::Active).unwrap();
+                    None
+                } else {
+                    let x_nest = Nesting::new();
+                    let r = buf.reserve(&x_nest, 3, 8).unwrap();
+                    let at = (r.position(), r.timestamp());
+                    r.commit();
+                    Some(at)
+                }
+            });
+            buf.clock().wait_parked();
+            discarded.discard();
+            let y = buf.reserve(&nest, 4, 8).unwrap();
+            let y_at = (y.position(), y.timestamp());
+            y.commit();
+            buf.clock().release();
+            let x_at = x.join().unwrap();
+            (x_at, y_at)
+        });
+        let (x_at, (y_pos, y_ts)) = stalled;
+        if let Some((x_pos, x_ts)) = x_at {
+            assert!(x_pos > y_pos, "X reserved after Y");
+            assert!(
+                x_ts > y_ts,
+                "X at {x_pos} with time {x_ts}, before Y's {y_ts} at {y_pos}"
+            );
+        }
+        buf.switch(Switch::Flush).unwrap();
+        let mut reader = buf.reader().unwrap();
+        let p = next_packet(&mut reader).unwrap();
+        assert!(
+            p.timestamp_end >= y_ts,
+            "packet closed at {} before its record at {y_ts}",
+            p.timestamp_end
+        );
+        let ids: Vec<u32> = p.records.iter().map(|r| r.0).collect();
+        let expected: &[u32] = if stalled_switch { &[1, 4] } else { &[1, 4, 3] };
+        assert_eq!(ids, expected);
+    }
 }
 
 #[test]
@@ -342,12 +452,38 @@ fn the_committed_prefix_waits_for_earlier_reservations() {
             .prefix
             .load(std::sync::atomic::Ordering::Relaxed)
     };
+    // The timestamp bound stored with the prefix, checked against its tag.
+    let bound = || {
+        let slot = buf.control().slot(0);
+        let p = slot.prefix.load(Ordering::Relaxed);
+        let pre = PrefixStamp::from_raw(slot.prefix_stamp_pre.load(Ordering::Relaxed));
+        let post = PrefixStamp::from_raw(slot.prefix_stamp_post.load(Ordering::Relaxed));
+        assert_eq!(pre, post);
+        pre.bound_for(p).expect("the stamp belongs to the prefix")
+    };
     let a = buf.reserve(&nest, 1, 8).unwrap();
     let b = buf.reserve(&nest, 2, 8).unwrap();
+    let b_ts = b.timestamp();
     b.commit();
     assert_eq!(prefix(), 0, "a is still pending");
     a.commit();
     assert_eq!(prefix(), H + 2 * (R + 8));
+    assert!(
+        bound() >= b_ts,
+        "out of order: bounded by a clock read at commit"
+    );
+    let c = buf.reserve(&nest, 3, 8).unwrap();
+    let c_ts = c.timestamp();
+    c.commit();
+    assert_eq!(prefix(), H + 3 * (R + 8));
+    assert!(
+        bound() >= c_ts,
+        "in order: bounded by the record's own time"
+    );
+    // A stamp never vouches for another prefix.
+    let stamp = PrefixStamp::new(prefix(), c_ts);
+    assert!(stamp.bound_for(prefix() + 1).is_none());
+    assert!(stamp.bound_for(prefix() - (R + 8)).is_none());
 }
 
 #[test]

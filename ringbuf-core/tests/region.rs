@@ -92,9 +92,9 @@ fn layout_is_cache_line_separated_and_page_aligned() {
     let lines = [layout.writer, layout.losses, layout.reader, layout.slots];
     assert!(lines.windows(2).all(|w| w[1] - w[0] >= 64));
     assert!(lines.iter().all(|o| o % 64 == 0));
-    assert_eq!(layout.slot_stride, 64);
+    assert_eq!(layout.slot_stride, 128, "two cache lines per slot");
     assert_eq!(layout.data % 4096, 0);
-    assert!(layout.data >= layout.slots + 8 * 64);
+    assert!(layout.data >= layout.slots + 8 * 128);
     assert_eq!(
         layout.size,
         layout.data + 9 * 4096,
@@ -192,7 +192,8 @@ fn attach_refuses_an_inconsistent_id_table() {
         let region = Region::init(mem.bytes(), config, FORMAT).unwrap();
         region.layout()
     };
-    let id_at = |slot: usize| layout.slots + slot * layout.slot_stride + 48;
+    let id = std::mem::offset_of!(ringbuf_core::SlotWords<SharedWord, SharedWord>, id);
+    let id_at = |slot: usize| layout.slots + slot * layout.slot_stride + id;
     let set = |mem: &mut Memory, at: usize, v: u64| {
         mem.bytes()[at..at + 8].copy_from_slice(&v.to_ne_bytes());
     };

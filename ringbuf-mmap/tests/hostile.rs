@@ -999,12 +999,12 @@ fn writers_over(region_bytes: &[u8], first: u64, tally: &mut Tally) -> bool {
         }
         4 if off != 0 => {
             if let Ok(r) = buffer.reserve(&nest, EVENT, room) {
-                let _ = r.try_discard();
+                r.discard();
             }
         }
         5 => {
             if let Ok(r) = buffer.reserve(&nest, EVENT, 16) {
-                let _ = r.try_discard();
+                r.discard();
             }
         }
         // A record that fills a whole new sub-buffer.
@@ -1029,7 +1029,7 @@ fn writers_over(region_bytes: &[u8], first: u64, tally: &mut Tally) -> bool {
     }
     if let Ok(mut r) = buffer.reserve(&nest, EVENT, 100) {
         assert!(r.write_at(92, &[1; 8]) && !r.write_at(93, &[1; 8]));
-        let _ = r.try_discard();
+        r.discard();
     }
     let max = buffer.max_payload(EVENT);
     if let Ok(r) = buffer.reserve(&nest, EVENT, max) {

@@ -156,12 +156,29 @@ impl Client for Ctf {
         let packet = content
             .next_multiple_of(self.packet_align.max(1))
             .min(end.packet_size);
-        out.put(TS_END, &end.timestamp.to_le_bytes());
-        out.put(CONTENT_SIZE, &(content * 8).to_le_bytes());
-        out.put(PACKET_SIZE, &(packet * 8).to_le_bytes());
-        out.put(DISCARDED, &end.events_discarded.to_le_bytes());
-        out.zero(content as usize, (packet - content) as usize);
+        close_packet(out, end.timestamp, content, packet, end.events_discarded);
     }
+}
+
+/// Writes what closing a packet sets in its context (`timestamp_end`,
+/// `content_size` and `packet_size` from byte counts, `events_discarded`) and zeroes
+/// the padding from `content_size` to `packet_size`. [`Ctf`] closes every packet
+/// with it; tools that close packets themselves (crash recovery) use it too.
+pub fn close_packet<O: Out + ?Sized>(
+    out: &mut O,
+    timestamp_end: u64,
+    content_size: u64,
+    packet_size: u64,
+    events_discarded: u64,
+) {
+    out.put(TS_END, &timestamp_end.to_le_bytes());
+    out.put(CONTENT_SIZE, &(content_size * 8).to_le_bytes());
+    out.put(PACKET_SIZE, &(packet_size * 8).to_le_bytes());
+    out.put(DISCARDED, &events_discarded.to_le_bytes());
+    out.zero(
+        content_size as usize,
+        packet_size.saturating_sub(content_size) as usize,
+    );
 }
 
 /// Why bytes are not a CTF packet of this format.
@@ -213,13 +230,7 @@ impl PacketInfo {
     /// Parses a packet header alone (`bytes` holds at least the header), checking
     /// that the packet fits in `capacity` bytes.
     pub fn parse_header(bytes: &[u8], capacity: u64) -> Result<Self, PacketError> {
-        if bytes.len() < PACKET_HEADER_SIZE {
-            return Err(PacketError::Truncated);
-        }
-        let magic = le_u32(bytes, 0);
-        if magic != CTF_MAGIC {
-            return Err(PacketError::BadMagic(magic));
-        }
+        let info = Self::parse_unclosed(bytes)?;
         let (content_bits, packet_bits) = (le_u64(bytes, CONTENT_SIZE), le_u64(bytes, PACKET_SIZE));
         let sizes_ok = content_bits % 8 == 0
             && packet_bits % 8 == 0
@@ -232,6 +243,20 @@ impl PacketInfo {
                 packet_bits,
             });
         }
+        Ok(info)
+    }
+
+    /// Parses the header of a packet that may not be closed yet (as its opener
+    /// wrote it): only the magic is checked; the fields closing sets
+    /// (`timestamp_end`, the sizes, `events_discarded`) are whatever the bytes hold.
+    pub fn parse_unclosed(bytes: &[u8]) -> Result<Self, PacketError> {
+        if bytes.len() < PACKET_HEADER_SIZE {
+            return Err(PacketError::Truncated);
+        }
+        let magic = le_u32(bytes, 0);
+        if magic != CTF_MAGIC {
+            return Err(PacketError::BadMagic(magic));
+        }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&bytes[4..20]);
         Ok(Self {
@@ -239,8 +264,8 @@ impl PacketInfo {
             stream_id: le_u32(bytes, 20),
             timestamp_begin: le_u64(bytes, TS_BEGIN),
             timestamp_end: le_u64(bytes, TS_END),
-            content_size: content_bits / 8,
-            packet_size: packet_bits / 8,
+            content_size: le_u64(bytes, CONTENT_SIZE) / 8,
+            packet_size: le_u64(bytes, PACKET_SIZE) / 8,
             seq: le_u64(bytes, SEQ_NUM),
             events_discarded: le_u64(bytes, DISCARDED),
             cpu_id: le_u32(bytes, CPU_ID),

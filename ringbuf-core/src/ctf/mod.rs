@@ -10,15 +10,15 @@ mod metadata;
 mod schema;
 
 pub use client::{
-    Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC, EXTENDED_HEADER,
-    EXTENDED_ID, PACKET_HEADER_SIZE,
+    close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
+    EXTENDED_HEADER, EXTENDED_ID, PACKET_HEADER_SIZE,
 };
 pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
 
 use crate::{Buffer, Client, Clock, Control, Nesting, ReserveError};
 
-/// Event id of `ringbuf_padding` (a discarded reservation that could not be undone).
+/// Event id of `ringbuf_padding` (a discarded reservation).
 pub const PADDING_ID: u32 = 30;
 /// Event id of `ringbuf_padding_empty` (the same, for a record without payload).
 pub const PADDING_EMPTY_ID: u32 = 29;
