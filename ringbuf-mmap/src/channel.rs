@@ -80,8 +80,9 @@ pub enum ChannelError {
     BadHeader(&'static str),
     /// The header's geometry does not fit the file.
     BadLayout(&'static str),
-    /// The metadata is not UTF-8 text.
-    BadMetadata,
+    /// The metadata is not plausible TSDL text: not UTF-8, or cut or extended
+    /// (see [`check_metadata`]).
+    BadMetadata(&'static str),
     /// Zero buffers, or more than the limit.
     BufferCount(u32),
 }
@@ -94,7 +95,7 @@ impl std::fmt::Display for ChannelError {
             Self::Region { index, error } => write!(f, "buffer {index}: {error}"),
             Self::BadHeader(why) => write!(f, "not a ringbuf channel: {why}"),
             Self::BadLayout(why) => write!(f, "inconsistent channel layout: {why}"),
-            Self::BadMetadata => f.write_str("metadata is not UTF-8"),
+            Self::BadMetadata(why) => write!(f, "invalid trace metadata: {why}"),
             Self::BufferCount(n) => write!(f, "{n} buffers (1..={MAX_BUFFERS} allowed)"),
         }
     }
@@ -286,7 +287,38 @@ pub(crate) fn read_metadata(shm: &Shm, header: &ChannelHeader) -> Result<String,
             bytes.len(),
         )
     };
-    String::from_utf8(bytes).map_err(|_| ChannelError::BadMetadata)
+    String::from_utf8(bytes).map_err(|_| ChannelError::BadMetadata("not UTF-8"))
+}
+
+/// Checks that `text` is plausibly whole TSDL metadata, so that a CTF channel
+/// whose metadata length was corrupted is refused instead of yielding a trace no
+/// reader opens (the channel itself is format-agnostic: CTF readers call this): it starts with the `/* CTF 1.8 */` line readers require, holds no NUL or
+/// other control character (what lies past the real text: a longer length), and
+/// ends with a complete top-level declaration (its braces balance and the last
+/// character is `;`: a shorter length cuts a declaration).
+pub fn check_metadata(text: &str) -> Result<(), &'static str> {
+    if !text.starts_with("/* CTF 1.8 */") {
+        return Err("does not start with /* CTF 1.8 */");
+    }
+    if text
+        .bytes()
+        .any(|b| b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r'))
+    {
+        return Err("holds control characters (is its length too long?)");
+    }
+    let mut depth = 0i64;
+    for b in text.bytes() {
+        match b {
+            b'{' => depth += 1,
+            b'}' if depth == 0 => return Err("unbalanced braces"),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    if depth != 0 || !text.trim_end().ends_with(';') {
+        return Err("ends inside a declaration (is its length too short?)");
+    }
+    Ok(())
 }
 
 /// Region `index` of the channel, attached (validated) with flavour `W`.

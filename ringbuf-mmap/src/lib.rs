@@ -17,7 +17,9 @@ mod recovery;
 mod wakeup;
 
 pub use backing::{recv_fd, send_fd, BackingError, Shm};
-pub use channel::{ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION};
+pub use channel::{
+    check_metadata, ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION,
+};
 pub use consumer::{
     ConsumeError, Consumer, ExportError, ExportedPacket, PerCpuConsumer, PerThreadConsumer,
 };

@@ -196,7 +196,7 @@ fn channel_kind(e: &ChannelError) -> String {
         ChannelError::Region { error, .. } => format!("Region/{}", variant(format!("{error:?}"))),
         ChannelError::BadHeader(why) => format!("BadHeader({why})"),
         ChannelError::BadLayout(why) => format!("BadLayout({why})"),
-        ChannelError::BadMetadata => "BadMetadata".into(),
+        ChannelError::BadMetadata(_) => "BadMetadata".into(),
         ChannelError::BufferCount(_) => "BufferCount".into(),
     }
 }
@@ -569,7 +569,10 @@ fn le(b: &[u8], at: usize) -> u64 {
 /// answer too.
 fn recover(path: &Path, tally: &mut Tally) {
     match ChannelImage::read(path) {
-        Ok(mut image) => match image.recover(|_, packet| assert!(packet.len() as u64 <= S)) {
+        Ok(mut image) => match image.recover(|_, packet| {
+            assert!(packet.len() as u64 <= S);
+            Ok(())
+        }) {
             Ok(_) => tally.recovered += 1,
             Err(_) => tally.recovery_refused += 1,
         },
@@ -838,7 +841,7 @@ fn ctf_fuzz(mode: Mode) -> Tally {
     // The untouched copy recovers and exports its packets.
     write_file(&path, &original);
     let mut image = ChannelImage::read(&path).unwrap();
-    let report = image.recover(|_, _| {}).unwrap();
+    let report = image.recover(|_, _| Ok(())).unwrap();
     assert!(report.complete > 0 && report.partial > 0, "{report:?}");
     let mut pristine = Tally::default();
     export_all(
@@ -1318,7 +1321,7 @@ fn targeted(mode: Mode) {
     f.refused(
         "metadata bytes",
         |_, b| b[4096 + 3] = 0xff,
-        |e| matches!(e, ChannelError::BadMetadata),
+        |e| matches!(e, ChannelError::BadMetadata(_)),
     );
     f.refused(
         "sub-buffer size",

@@ -6,7 +6,8 @@
 //!                    <threads> [--ctf] [--log] [--subbuf BYTES] [--count N]
 //! ```
 //!
-//! Each event's payload is `seq: u64` (`thread << 32 | i`) and `check: u64`
+//! `events per thread` 0 means until killed. Each event's payload is `seq: u64`
+//! (`thread << 32 | i`) and `check: u64`
 //! ([`check`] of seq). With `--log`, every committed seq is printed on stdout (in
 //! batches) as it happens: a side channel telling a test what was committed before
 //! a kill. At the end it flushes the channel and prints `attempted`, `committed`
@@ -163,7 +164,12 @@ fn run<K: Client>(args: &Args, metadata: &str, format: u32, client: impl FnMut(u
             s.spawn(move || {
                 let mut log = Vec::with_capacity(64);
                 let mut ok = 0;
-                for i in 0..args.events {
+                let events = if args.events == 0 {
+                    u64::MAX
+                } else {
+                    args.events
+                };
+                for i in 0..events {
                     let seq = thread << 32 | i;
                     let written = if format == CTF {
                         channel
