@@ -13,7 +13,7 @@ use criterion::{criterion_main, Criterion, Throughput};
 use ringbuf_core::ctf::{ClockDescription, Ctf, TraceDescription};
 use ringbuf_core::{Config, Mode, NoClock, Switch};
 use ringbuf_mmap::{Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
-use ringbuf_splice::export::{Destination, Splicer};
+use ringbuf_splice::export::Splicer;
 
 const SUBBUF: u64 = 1 << 20;
 const COUNT: u64 = 16;
@@ -96,13 +96,8 @@ fn export(c: &mut Criterion) {
                 let start = Instant::now();
                 consumer
                     .export(0, |p| {
-                        splicer.export(
-                            p.file.as_fd(),
-                            p.offset,
-                            p.info.packet_size as usize,
-                            out.as_fd(),
-                            Destination::File,
-                        )
+                        let len = p.info.packet_size as usize;
+                        splicer.export(consumer.shm(), p.offset, len, out.as_fd())
                     })
                     .unwrap();
                 total += start.elapsed();
