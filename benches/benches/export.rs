@@ -1,12 +1,19 @@
 //! Export bandwidth: full packets moved from a channel's memfd into a tmpfs file
 //! with splice (zero user-space copies), next to a consumer that copies each packet
 //! out and writes it, and a plain `write()` of the same bytes from user memory, in
-//! the same run.
+//! the same run; then into a loopback TCP socket drained by a receiver thread
+//! (`Splicer::export` copies from the mapping with `send`), next to a plain `send()`
+//! of the same bytes from user memory.
 //!
 //! `cargo bench -p benches --bench export`
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion, Throughput};
@@ -33,6 +40,53 @@ fn target() -> File {
         .unwrap();
     std::fs::remove_file(&path).unwrap();
     file
+}
+
+/// A loopback TCP connection whose receiving end a thread drains, counting bytes.
+struct Drained {
+    socket: TcpStream,
+    received: Arc<AtomicU64>,
+    sent: u64,
+    receiver: JoinHandle<()>,
+}
+
+impl Drained {
+    fn new() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut peer = listener.accept().unwrap().0;
+        let received = Arc::new(AtomicU64::new(0));
+        let count = received.clone();
+        let receiver = std::thread::spawn(move || {
+            let mut sink = vec![0u8; 1 << 20];
+            loop {
+                match peer.read(&mut sink).unwrap() {
+                    0 => return,
+                    // Release: pairs with the Acquire in `wait`; only the count is
+                    // published.
+                    n => count.fetch_add(n as u64, Ordering::Release),
+                };
+            }
+        });
+        Self {
+            socket,
+            received,
+            sent: 0,
+            receiver,
+        }
+    }
+
+    /// Waits until the receiver has read everything sent so far.
+    fn wait(&self) {
+        while self.received.load(Ordering::Acquire) < self.sent {
+            std::thread::yield_now();
+        }
+    }
+
+    fn close(self) {
+        drop(self.socket);
+        self.receiver.join().unwrap();
+    }
 }
 
 fn export(c: &mut Criterion) {
@@ -141,6 +195,50 @@ fn export(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Into a socket: a copy from the mapping (splice would hand the sub-buffer
+    // back while the receiver still references its pages), timed until the
+    // receiver has read every byte.
+    let mut group = c.benchmark_group("export_1MiB_packets_to_loopback_tcp");
+    group.throughput(Throughput::Bytes(bytes_per_round));
+    group.measurement_time(Duration::from_secs(3));
+    let mut tcp = Drained::new();
+    group.bench_function("copy_from_mapping", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                fill();
+                let start = Instant::now();
+                consumer
+                    .export(0, |p| {
+                        let len = p.info.packet_size as usize;
+                        tcp.sent += len as u64;
+                        splicer.export(consumer.shm(), p.offset, len, tcp.socket.as_fd())
+                    })
+                    .unwrap();
+                tcp.wait();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.bench_function("plain_send", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                let start = Instant::now();
+                for chunk in user_copy.chunks(SUBBUF as usize) {
+                    tcp.socket.write_all(chunk).unwrap();
+                    tcp.sent += chunk.len() as u64;
+                }
+                tcp.wait();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    tcp.close();
 }
 
 // In a private module: the macro's `pub fn` then needs no doc comment.
