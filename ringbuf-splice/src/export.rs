@@ -431,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_call_runs_again_and_other_errors_return() {
+        let fail_with = |errno| {
+            // SAFETY: errno is this thread's.
+            unsafe { *libc::__errno_location() = errno };
+            -1
+        };
+        let mut calls = 0;
+        let done = retry(|| {
+            calls += 1;
+            if calls < 3 {
+                fail_with(libc::EINTR)
+            } else {
+                7
+            }
+        });
+        assert_eq!((done.unwrap(), calls), (7, 3));
+        let failed = retry(|| fail_with(libc::ENOSPC)).unwrap_err();
+        assert_eq!(failed.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
     fn a_file_gets_whole_packets_or_nothing() {
         let src = Shm::memfd("export-test", 2 * 4096, false).unwrap();
         let mut splicer = Splicer::new(4096).unwrap();
