@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ringbuf_core::{Client, Clock, Switch};
 use ringbuf_mmap::{ExportError, PerCpuConsumer};
 
-use crate::export::{Destination, Splicer};
+use crate::export::Splicer;
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// How the loop runs.
@@ -69,8 +69,9 @@ pub fn export_all<K: Client, T: Clock>(
     export_each(consumer, trace, splicer, stats, false)
 }
 
-/// Exports each CPU's packets into its stream file with splice; with `snapshot`,
-/// only those complete when each CPU's export began.
+/// Exports each CPU's packets into its stream file with splice (a failed packet
+/// leaves nothing in the file); with `snapshot`, only those complete when each CPU's
+/// export began.
 pub(crate) fn export_each<K: Client, T: Clock>(
     consumer: &PerCpuConsumer<K, T>,
     trace: &mut TraceDir,
@@ -84,13 +85,7 @@ pub(crate) fn export_each<K: Client, T: Clock>(
             .map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
         let mut one = |packet: ringbuf_mmap::ExportedPacket<'_>| {
             let len = packet.info.packet_size as usize;
-            splicer.export(
-                packet.file.as_fd(),
-                packet.offset,
-                len,
-                stream.as_fd(),
-                Destination::File,
-            )?;
+            splicer.export(consumer.shm(), packet.offset, len, stream.as_fd())?;
             stats.packets += 1;
             stats.bytes += len as u64;
             Ok(())

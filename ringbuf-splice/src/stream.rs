@@ -5,9 +5,9 @@
 //! frame   magic u32 = "RBLS" | kind u32 (0 metadata, 1 packet) | cpu u32 | len u32 | len bytes
 //! ```
 //!
-//! The metadata comes first. Packet bytes are spliced from the buffer's backing
-//! file into the socket (zero-copy) and the sub-buffer is released once the socket's
-//! send queue is empty. The sender runs in the consumer, never in a writer: a slow or
+//! The metadata comes first. Each packet is copied from the consumer's mapping into
+//! the socket, so its sub-buffer goes back to the writers as soon as the copy
+//! returns (why not splice: [`crate::export`]). The sender runs in the consumer, never in a writer: a slow or
 //! disconnected receiver stalls only the consumer (which then loses its connection
 //! after its write timeout), while writers go on (losing events, counted, in discard
 //! mode).
@@ -21,7 +21,7 @@ use std::time::Duration;
 use ringbuf_core::{Client, Clock};
 use ringbuf_mmap::{ExportError, PerCpuConsumer};
 
-use crate::export::{write_all, Destination, Splicer};
+use crate::export::{write_all, Splicer};
 use crate::trace_dir::{TraceDir, TraceError};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"RBLS");
@@ -55,8 +55,7 @@ impl LiveSender {
     ) -> io::Result<Self> {
         socket.set_write_timeout(Some(timeout))?;
         socket.set_nodelay(true)?;
-        let mut splicer = Splicer::new(subbuf_size)?;
-        splicer.release_timeout = timeout;
+        let splicer = Splicer::new(subbuf_size)?;
         write_all(&socket, &frame_header(METADATA, 0, metadata.len() as u32))?;
         write_all(&socket, metadata.as_bytes())?;
         Ok(Self { socket, splicer })
@@ -72,13 +71,8 @@ impl LiveSender {
             sent += consumer.export(cpu, |packet| {
                 let len = packet.info.packet_size as usize;
                 write_all(&self.socket, &frame_header(PACKET, cpu, len as u32))?;
-                self.splicer.export(
-                    packet.file.as_fd(),
-                    packet.offset,
-                    len,
-                    self.socket.as_fd(),
-                    Destination::Socket,
-                )
+                self.splicer
+                    .export(consumer.shm(), packet.offset, len, self.socket.as_fd())
             })? as u64;
         }
         Ok(sent)

@@ -2,13 +2,15 @@
 //! of whole packets (ctf-notes rules 1 and 3).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ringbuf_core::ctf::{
     write_metadata, Ctf, MetadataError, PacketError, PacketInfo, TraceDescription,
 };
 use ringbuf_core::{Buffer, Clock, Mapped, Reader, ReserveError, Switch};
+
+use crate::export::append_packet;
 
 /// Why a trace could not be written.
 #[derive(Debug)]
@@ -93,11 +95,11 @@ impl TraceDir {
     }
 
     /// Appends the packet at the start of `bytes` (a sub-buffer) to stream `cpu`'s
-    /// file: exactly `packet_size` bytes, after checking the header.
+    /// file: exactly `packet_size` bytes, after checking the header; on failure,
+    /// nothing (the file keeps whole packets only).
     pub fn write_packet(&mut self, cpu: u32, bytes: &[u8]) -> Result<PacketInfo, TraceError> {
         let info = PacketInfo::parse(bytes).map_err(TraceError::Packet)?;
-        self.stream(cpu)?
-            .write_all(&bytes[..info.packet_size as usize])?;
+        append_packet(self.stream(cpu)?, &bytes[..info.packet_size as usize])?;
         Ok(info)
     }
 

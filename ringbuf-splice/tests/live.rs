@@ -1,54 +1,56 @@
-//! Live streaming over loopback TCP, a receiver that disconnects, and the proof
-//! that export never touches payload bytes.
+//! Live export: every packet reaches a socket or pipe exactly as the writers
+//! committed it, however slow the receiver and wherever it moves the pages; a
+//! receiver that disconnects never stalls the writers; export into files never
+//! touches payload bytes and never leaves a partial packet.
 
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
+use ringbuf_core::ctf::{Ctf, PacketInfo, TraceDescription, PACKET_HEADER_SIZE};
 use ringbuf_core::{Config, Mode, Switch};
 use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
+use ringbuf_mmap::{Backing, ChannelOptions, ExportError, PerCpuChannel, PerCpuConsumer};
 use ringbuf_splice::export::Splicer;
-use ringbuf_splice::session::{export_all, SessionStats};
+use ringbuf_splice::session::{export_all, SessionError, SessionStats};
 use ringbuf_splice::stream::{receive, LiveSender};
 use ringbuf_splice::TraceDir;
 
 mod common;
 
+use common::numbered::{assert_exactly, decode_trace, write_numbered, NUMBERED};
 use common::{babeltrace_count, temp_dir};
 
 const UUID: [u8; 16] = *b"live-test-stream";
-static EVENTS: [EventSchema; 1] = [EventSchema {
-    id: 1,
-    name: "tick",
-    fields: &[
-        FieldDef {
-            name: "n",
-            ty: FieldType::U64,
-        },
-        FieldDef {
-            name: "pad",
-            ty: FieldType::Bytes(48),
-        },
-    ],
-}];
+/// Small sub-buffers, so that a test's data fits in a socket's or pipe's buffers
+/// while its receiver reads nothing.
+const SMALL: u64 = 4096;
+/// How long a slow receiver sleeps before each read.
+const PAUSE: Duration = Duration::from_micros(200);
 
 type Channel = PerCpuChannel<Ctf, Monotonic>;
 type Consumer = PerCpuConsumer<Ctf, Monotonic>;
 
-fn channel(subbuf: u64, count: u64) -> (Channel, Consumer) {
+/// A channel of `buffers` buffers (every CPU writes buffer `cpu % buffers`) and a
+/// consumer attached to it as another process would be.
+fn channel(subbuf: u64, count: u64, buffers: u32) -> (Channel, Consumer) {
     let mut metadata = String::new();
     let trace = TraceDescription {
         uuid: UUID,
         clock: Monotonic.describe(),
-        events: &EVENTS,
+        events: &NUMBERED,
         tracer_name: "test",
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
     let options = ChannelOptions {
         config: Config::new(subbuf, count, Mode::Discard),
-        buffers: ringbuf_mmap::possible_cpus(),
+        buffers,
         format: 1,
         prefault: false,
     };
@@ -68,27 +70,120 @@ fn channel(subbuf: u64, count: u64) -> (Channel, Consumer) {
     (channel, consumer)
 }
 
-/// Writes `n` events; returns how many were committed.
-fn write(channel: &Channel, n: u64) -> u64 {
-    (0..n)
-        .filter(|&i| {
-            channel
-                .write_event(&EVENTS[0], &[Value::U64(i), Value::Bytes(&[7; 48])])
-                .is_ok()
+/// Writes the events numbered `numbers`; returns those committed.
+fn write(channel: &Channel, numbers: Range<u64>) -> Vec<u64> {
+    numbers
+        .filter(|&n| {
+            write_numbered(n, |schema, values| {
+                channel.write_event(schema, values).is_ok()
+            })
         })
-        .count() as u64
+        .collect()
+}
+
+fn lost(channel: &Channel) -> u64 {
+    channel.stats().iter().map(|s| s.events_discarded()).sum()
+}
+
+/// Closes every open packet and sends until nothing is left (writers are done).
+fn flush_and_send_all(channel: &Channel, send: &mut impl FnMut() -> u64) {
+    while channel.switch_all(Switch::Flush).is_err() {
+        send();
+    }
+    while send() > 0 {}
+}
+
+/// The release rule's test, on a channel of one buffer. The writers' first packets
+/// are sent (and their sub-buffers released) while the receiver reads nothing; the
+/// writers then rewrite every sub-buffer they can; only then does `open` let the
+/// receiver read (slowly), while writers and sending go on together. A receiver
+/// still holding the first packets' pages would read the writers' new bytes.
+/// Returns the numbers committed and how many were written.
+fn overwrite_then_stream(
+    channel: &Channel,
+    mut send: impl FnMut() -> u64,
+    open: impl FnOnce(),
+) -> (Vec<u64>, u64) {
+    // A few packets, less than the buffer holds.
+    let mut committed = write(channel, 0..200);
+    assert_eq!(committed.len(), 200, "the first packets lose nothing");
+    flush_and_send_all(channel, &mut send);
+    // Writes until the buffer is full: every sub-buffer but the reader's spare is
+    // rewritten, so the first packets' pages hold new bytes now.
+    let mut next = 200;
+    while write(channel, next..next + 1).len() == 1 {
+        committed.push(next);
+        next += 1;
+        assert!(next < 1_000_000, "a buffer nobody reads fills up");
+    }
+    next += 1;
+    open();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let c = write(channel, next..next + 20_000);
+            // Release: pairs with the Acquire below; nothing else is published.
+            done.store(true, Ordering::Release);
+            c
+        });
+        while !done.load(Ordering::Acquire) {
+            if send() == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        committed.extend(writer.join().unwrap());
+    });
+    flush_and_send_all(channel, &mut send);
+    (committed, next + 20_000)
+}
+
+/// Checks the received trace at `dir` byte for byte against the events committed,
+/// and that the loss counters account for every other one.
+fn assert_received(dir: &Path, channel: &Channel, committed: &[u64], written: u64) {
+    let streams = decode_trace(dir);
+    assert_exactly(&streams, committed);
+    let lost = lost(channel);
+    assert_eq!(committed.len() as u64 + lost, written, "committed or lost");
+    assert_eq!(
+        streams.iter().map(|s| s.discarded).sum::<u64>(),
+        lost,
+        "the last packets count every loss"
+    );
+    if let Some((events, _)) = babeltrace_count(dir) {
+        assert_eq!(events, committed.len() as u64);
+    }
+}
+
+/// A receiver's reader that waits for `gate`, then sleeps before every read.
+struct Slow<R> {
+    inner: R,
+    gate: Option<mpsc::Receiver<()>>,
+}
+
+impl<R: Read> Read for Slow<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(gate) = self.gate.take() {
+            // An error means the test is over: read on.
+            let _ = gate.recv();
+        }
+        std::thread::sleep(PAUSE);
+        self.inner.read(buf)
+    }
 }
 
 #[test]
 fn packets_stream_live_to_a_receiver_that_writes_a_valid_trace() {
     let dir = temp_dir("stream");
-    let (channel, consumer) = channel(16 * 1024, 16);
+    let (channel, consumer) = channel(16 * 1024, 16, ringbuf_mmap::possible_cpus());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let out = dir.join("received");
     let receiver = {
         let out = out.clone();
-        std::thread::spawn(move || receive(listener.accept().unwrap().0, &out).unwrap())
+        std::thread::spawn(move || {
+            // Said at once: the sender's error (a reset connection) comes first.
+            receive(listener.accept().unwrap().0, &out).inspect_err(|e| eprintln!("receiver: {e}"))
+        })
     };
     let mut sender = LiveSender::new(
         TcpStream::connect(addr).unwrap(),
@@ -98,36 +193,161 @@ fn packets_stream_live_to_a_receiver_that_writes_a_valid_trace() {
     )
     .unwrap();
     let done = AtomicBool::new(false);
-    let (committed, sent) = std::thread::scope(|s| {
+    let mut sent = 0;
+    let mut send = || {
+        let n = sender.send_all(&consumer).unwrap();
+        sent += n;
+        n
+    };
+    let committed = std::thread::scope(|s| {
         let writer = s.spawn(|| {
-            let n = write(&channel, 200_000);
+            let c = write(&channel, 0..200_000);
+            // Release: pairs with the Acquire below; nothing else is published.
             done.store(true, Ordering::Release);
-            n
+            c
         });
-        let mut sent = 0;
         while !done.load(Ordering::Acquire) {
-            sent += sender.send_all(&consumer).unwrap();
+            send();
             consumer.wait(Duration::from_millis(5));
         }
-        let committed = writer.join().unwrap();
-        while channel.switch_all(Switch::Flush).is_err() {
-            sent += sender.send_all(&consumer).unwrap();
-        }
-        sent += sender.send_all(&consumer).unwrap();
-        (committed, sent)
+        writer.join().unwrap()
     });
+    flush_and_send_all(&channel, &mut send);
     drop(sender);
-    let received = receiver.join().unwrap();
+    let received = receiver.join().unwrap().expect("receiving");
     assert_eq!(received, sent);
-    if let Some((events, _)) = babeltrace_count(&out) {
-        assert_eq!(events, committed, "every committed event streamed once");
-    }
+    assert_received(&out, &channel, &committed, 200_000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_slow_receiver_gets_every_packet_as_the_writers_committed_it() {
+    let dir = temp_dir("slow");
+    let (channel, consumer) = channel(SMALL, 8, 1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = dir.join("received");
+    let (open, gate) = mpsc::channel();
+    let receiver = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let socket = listener.accept().unwrap().0;
+            let slow = Slow {
+                inner: socket,
+                gate: Some(gate),
+            };
+            // Said at once: the sender's error (a reset connection) comes first.
+            receive(slow, &out).inspect_err(|e| eprintln!("receiver: {e}"))
+        })
+    };
+    let mut sender = LiveSender::new(
+        TcpStream::connect(addr).unwrap(),
+        consumer.metadata(),
+        SMALL as usize,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut sent = 0;
+    let (committed, written) = overwrite_then_stream(
+        &channel,
+        || {
+            let n = sender.send_all(&consumer).unwrap();
+            sent += n;
+            n
+        },
+        || open.send(()).unwrap(),
+    );
+    drop(sender);
+    let received = receiver.join().unwrap().expect("receiving");
+    assert_eq!(received, sent);
+    assert_received(&out, &channel, &committed, written);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_receiver_that_splices_onward_gets_every_packet_as_the_writers_committed_it() {
+    let dir = temp_dir("onward");
+    let (channel, consumer) = channel(SMALL, 8, 1);
+    // Packets go into pipe A; a thread splices whatever arrives on into pipe B at
+    // once (A is empty again, but the pages live on in B); the receiver reads B.
+    let (a_read, a_write) = std::io::pipe().unwrap();
+    let (mut b_read, b_write) = std::io::pipe().unwrap();
+    let onward = std::thread::spawn(move || loop {
+        // SAFETY: two valid pipe descriptors, null offsets.
+        let n = unsafe {
+            libc::splice(
+                a_read.as_raw_fd(),
+                std::ptr::null_mut(),
+                b_write.as_raw_fd(),
+                std::ptr::null_mut(),
+                1 << 16,
+                0,
+            )
+        };
+        match n {
+            0 => return Ok(()), // A closed: closing B ends the receiver.
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            _ => {}
+        }
+    });
+    let out = dir.join("received");
+    let (open, gate) = mpsc::channel::<()>();
+    let receiver = {
+        let out = out.clone();
+        let metadata = consumer.metadata().to_owned();
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut trace = TraceDir::with_metadata(&out, &metadata).unwrap();
+            let _ = gate.recv();
+            let mut packets = 0;
+            loop {
+                std::thread::sleep(PAUSE);
+                let mut packet = vec![0u8; PACKET_HEADER_SIZE];
+                match b_read.read_exact(&mut packet) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(packets),
+                    Err(e) => return Err(e.to_string()),
+                }
+                let info = PacketInfo::parse_header(&packet, SMALL)
+                    .map_err(|e| format!("packet {packets}: {e:?}"))?;
+                packet.resize(info.packet_size as usize, 0);
+                std::thread::sleep(PAUSE);
+                b_read
+                    .read_exact(&mut packet[PACKET_HEADER_SIZE..])
+                    .map_err(|e| e.to_string())?;
+                trace
+                    .write_packet(info.cpu_id, &packet)
+                    .map_err(|e| e.to_string())?;
+                packets += 1;
+            }
+        })
+    };
+    let mut splicer = Splicer::new(SMALL as usize).unwrap();
+    let mut sent = 0;
+    let (committed, written) = overwrite_then_stream(
+        &channel,
+        || {
+            let n = consumer
+                .export(0, |p| {
+                    let len = p.info.packet_size as usize;
+                    splicer.export(consumer.shm(), p.offset, len, a_write.as_fd())
+                })
+                .unwrap() as u64;
+            sent += n;
+            n
+        },
+        || open.send(()).unwrap(),
+    );
+    drop(a_write);
+    onward.join().unwrap().expect("splicing onward");
+    let received = receiver.join().unwrap().expect("receiving");
+    assert_eq!(received, sent);
+    assert_received(&out, &channel, &committed, written);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_disconnected_receiver_never_stalls_the_writers() {
-    let (channel, consumer) = channel(16 * 1024, 4);
+    let (channel, consumer) = channel(16 * 1024, 4, ringbuf_mmap::possible_cpus());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     // The receiver reads the metadata frame header and hangs up.
@@ -146,7 +366,7 @@ fn a_disconnected_receiver_never_stalls_the_writers() {
     receiver.join().unwrap();
     let start = Instant::now();
     let (committed, send_failed) = std::thread::scope(|s| {
-        let writer = s.spawn(|| write(&channel, 500_000));
+        let writer = s.spawn(|| write(&channel, 0..500_000).len() as u64);
         let mut failed = false;
         while !writer.is_finished() {
             if !failed && sender.send_all(&consumer).is_err() {
@@ -161,9 +381,8 @@ fn a_disconnected_receiver_never_stalls_the_writers() {
         start.elapsed() < Duration::from_secs(20),
         "writers finished without waiting for anyone"
     );
-    let lost: u64 = channel.stats().iter().map(|s| s.events_discarded()).sum();
     assert_eq!(
-        committed + lost,
+        committed + lost(&channel),
         500_000,
         "every event committed or counted lost"
     );
@@ -173,10 +392,10 @@ fn a_disconnected_receiver_never_stalls_the_writers() {
 fn export_never_touches_payload_bytes() {
     const SUBBUF: u64 = 64 * 1024;
     let dir = temp_dir("zerocopy");
-    let (channel, consumer) = channel(SUBBUF, 8);
+    let (channel, consumer) = channel(SUBBUF, 8, ringbuf_mmap::possible_cpus());
     // Less than the buffer holds: nothing is lost, and the flush finds room.
-    let committed = write(&channel, 5_000);
-    assert_eq!(committed, 5_000);
+    let committed = write(&channel, 0..5_000);
+    assert_eq!(committed.len(), 5_000);
     channel.switch_all(Switch::Flush).unwrap();
     // Make every page of every sub-buffer but the first (which holds the packet
     // header the consumer reads) inaccessible in the consumer's mapping: any user
@@ -206,8 +425,75 @@ fn export_never_touches_payload_bytes() {
         stats.bytes > 4 * SUBBUF,
         "payload pages were exported: {stats:?}"
     );
-    if let Some((events, _)) = babeltrace_count(&trace_dir) {
-        assert_eq!(events, committed);
+    assert_received(&trace_dir, &channel, &committed, 5_000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Set in the child process of the size-limit test: where it writes its trace.
+const SIZE_LIMIT_CHILD: &str = "RINGBUF_TEST_SIZE_LIMIT_DIR";
+
+#[test]
+fn an_export_stopped_mid_packet_leaves_only_whole_packets_in_the_file() {
+    const NAME: &str = "an_export_stopped_mid_packet_leaves_only_whole_packets_in_the_file";
+    if let Some(dir) = std::env::var_os(SIZE_LIMIT_CHILD) {
+        return export_under_a_size_limit(Path::new(&dir));
+    }
+    // A file size limit is per process: the export runs in a child, this test
+    // binary running this test alone.
+    let dir = temp_dir("size-limit");
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads=1", "--nocapture"])
+        .env(SIZE_LIMIT_CHILD, &dir)
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "the exporting child: {}\n{}{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let trace = dir.join("trace");
+    // Panics at a cut packet.
+    let streams = decode_trace(&trace);
+    assert_eq!(streams.len(), 1);
+    assert_eq!(
+        (streams[0].packets, streams[0].len),
+        (2, 2 * SMALL),
+        "the two packets under the limit, nothing of the third"
+    );
+    let numbers = &streams[0].numbers;
+    assert_eq!(*numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+    if let Some((events, _)) = babeltrace_count(&trace) {
+        assert_eq!(events, numbers.len() as u64);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The child: exports packets of `SMALL` bytes into a trace at `dir` while files
+/// may not grow past two and a half packets, so the third stops mid-packet.
+fn export_under_a_size_limit(dir: &Path) {
+    let (channel, consumer) = channel(SMALL, 8, 1);
+    assert_eq!(write(&channel, 0..300).len(), 300, "five packets, no loss");
+    channel.switch_all(Switch::Flush).unwrap();
+    let mut trace = TraceDir::with_metadata(&dir.join("trace"), consumer.metadata()).unwrap();
+    let mut splicer = Splicer::new(SMALL as usize).unwrap();
+    let limit = 2 * SMALL + SMALL / 2;
+    // SAFETY: plain calls with valid arguments. Ignoring SIGXFSZ makes a write past
+    // the limit fail with EFBIG instead of killing the process.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut rl), 0);
+        rl.rlim_cur = limit;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &rl), 0);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let mut stats = SessionStats::default();
+    match export_all(&consumer, &mut trace, &mut splicer, &mut stats) {
+        Err(SessionError::Export(ExportError::Io(e))) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}")
+        }
+        other => panic!("the export went past the limit: {other:?}"),
+    }
+    assert_eq!(stats.packets, 2);
 }
