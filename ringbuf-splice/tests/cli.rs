@@ -302,3 +302,138 @@ fn record_paces_writers_at_the_requested_rate() {
     assert_eq!(attempted, committed, "a slow rate loses nothing");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A per-thread channel file (local flavour) of the CLI's record format, written
+/// by the calling thread.
+mod per_thread {
+    use std::path::Path;
+
+    use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
+    use ringbuf_core::{Config, Mode, Switch};
+    use ringbuf_mmap::clock::Monotonic;
+    use ringbuf_mmap::{Backing, ChannelOptions, PerThreadChannel, ThreadWriter};
+
+    /// The format tag of the CLI's channels (`CTF_FORMAT` in the CLI).
+    const CTF_FORMAT: u32 = 1;
+    const UUID: [u8; 16] = *b"per-thread-test!";
+    static EVENTS: [EventSchema; 1] = [EventSchema {
+        id: 1,
+        name: "tick",
+        fields: &[FieldDef {
+            name: "n",
+            ty: FieldType::U64,
+        }],
+    }];
+
+    pub type Channel = PerThreadChannel<Ctf, Monotonic>;
+
+    /// Creates `dir/name`: two thread slots of 4 x 4 KiB, discard mode.
+    pub fn create(dir: &Path, name: &str) -> Channel {
+        let mut metadata = String::new();
+        let trace = TraceDescription {
+            uuid: UUID,
+            clock: Monotonic.describe(),
+            events: &EVENTS,
+            tracer_name: "per-thread test",
+        };
+        ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
+        let options = ChannelOptions {
+            config: Config::new(4096, 4, Mode::Discard),
+            buffers: 2,
+            format: CTF_FORMAT,
+            prefault: false,
+        };
+        PerThreadChannel::create(
+            Backing::File { dir, name },
+            &options,
+            &metadata,
+            |slot| Ctf::new(UUID, slot),
+            |_| Monotonic,
+        )
+        .unwrap()
+    }
+
+    /// Writes `n` events into the thread's open packet.
+    pub fn write(writer: &ThreadWriter<'_, Ctf, Monotonic>, n: u64) {
+        for i in 0..n {
+            writer.write_event(&EVENTS[0], &[Value::U64(i)]).unwrap();
+        }
+    }
+
+    /// Closes the thread's open packet (only the owning thread may).
+    pub fn close(writer: &ThreadWriter<'_, Ctf, Monotonic>) {
+        writer.switch(Switch::Active).unwrap();
+    }
+}
+
+#[test]
+fn stat_snapshot_and_consume_read_a_per_thread_channel() {
+    let dir = temp_dir("per-thread");
+    let channel = per_thread::create(&dir, "threads");
+    let path = dir.join("threads");
+    let path = path.to_str().unwrap();
+    let writer = channel.register().unwrap();
+    per_thread::write(&writer, 100);
+    per_thread::close(&writer);
+
+    let stat = ok(&ringbuf(&["stat", "--path", path]));
+    assert!(stat.contains("per-thread channel"), "{stat}");
+    let row = |slot: &str| -> Vec<String> {
+        let line = stat.lines().find(|l| l.trim_start().starts_with(slot));
+        line.expect(&stat)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Slot 0: one packet written, none read; slot 1 unused.
+    assert_eq!(row("0 ")[..5], ["0", "1", "pk", "0", "pk"], "{stat}");
+    assert_eq!(row("1 ")[..5], ["1", "0", "pk", "0", "pk"], "{stat}");
+
+    let snap = dir.join("snap");
+    ok(&ringbuf(&[
+        "snapshot",
+        "--path",
+        path,
+        "--output",
+        snap.to_str().unwrap(),
+    ]));
+    if let Some((events, _)) = babeltrace_count(&snap) {
+        assert_eq!(events, 100, "the snapshot holds the closed packet");
+    }
+
+    // 50 events in a closed packet, then 7 in the open one: a consumer never
+    // closes a per-thread packet (it would write to the buffer), so it exports
+    // exactly the 50.
+    per_thread::write(&writer, 50);
+    per_thread::close(&writer);
+    per_thread::write(&writer, 7);
+    let trace = dir.join("trace");
+    let out = ok(&ringbuf(&[
+        "consume",
+        "--path",
+        path,
+        "--output",
+        trace.to_str().unwrap(),
+        "--duration",
+        "0.3",
+    ]));
+    assert!(out.contains("exported 1 packets"), "{out}");
+    if let Some((events, _)) = babeltrace_count(&trace) {
+        assert_eq!(events, 50, "the closed packet, not the open one");
+    }
+    // The open packet was left alone: its owner closes it and it is readable.
+    per_thread::close(&writer);
+    let last = dir.join("last");
+    ok(&ringbuf(&[
+        "snapshot",
+        "--path",
+        path,
+        "--output",
+        last.to_str().unwrap(),
+    ]));
+    if let Some((events, _)) = babeltrace_count(&last) {
+        assert_eq!(events, 7);
+    }
+    drop(channel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

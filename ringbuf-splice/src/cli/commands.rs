@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::Ctf;
+use ringbuf_core::{Flavour, NoClock, Word};
 use ringbuf_mmap::clock::TraceClock;
-use ringbuf_mmap::{recover_to_dir, PerCpuConsumer};
+use ringbuf_mmap::{recover_to_dir, AnyConsumer};
 use ringbuf_splice::session::{self, SessionOptions};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
@@ -52,7 +53,19 @@ Options:
   --path FILE        the channel file (required)
 ";
 
-type Consumer = PerCpuConsumer<Ctf, TraceClock>;
+/// A consumer of the CLI's channels, of the flavour `W` of their writers.
+type Consumer<W> = ringbuf_mmap::Consumer<W, Ctf, TraceClock>;
+
+/// Evaluates `$body` with `$c` bound to the consumer inside the [`AnyConsumer`]
+/// `$any`, whichever its flavour (the body is compiled for both).
+macro_rules! with_consumer {
+    ($any:expr, |$c:ident| $body:expr) => {
+        match $any {
+            AnyConsumer::PerCpu($c) => $body,
+            AnyConsumer::PerThread($c) => $body,
+        }
+    };
+}
 
 /// The clock named in the channel's metadata (`name = tsc;` or other).
 fn clock_of(metadata: &str) -> TraceClock {
@@ -65,19 +78,26 @@ fn clock_of(metadata: &str) -> TraceClock {
     TraceClock::named(name.trim())
 }
 
-fn attach(path: &Path) -> Result<Consumer, String> {
+/// Attaches to the channel at `path`, per-CPU or per-thread.
+fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
+    let client = |cpu| Ctf::new([0; 16], cpu);
     // The clock is only known from the metadata: attach once to read it.
-    let probe: PerCpuConsumer<Ctf, ringbuf_core::NoClock> = PerCpuConsumer::attach_path(
-        path,
-        CTF_FORMAT,
-        |cpu| Ctf::new([0; 16], cpu),
-        |_| ringbuf_core::NoClock,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    let clock = clock_of(probe.metadata());
+    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let clock = clock_of(with_consumer!(&probe, |c| c.metadata()));
     drop(probe);
-    PerCpuConsumer::attach_path(path, CTF_FORMAT, |cpu| Ctf::new([0; 16], cpu), |_| clock)
+    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What a consumer cannot do on a per-thread channel, said once per command.
+fn per_thread_note<W: Word>(_: &Consumer<W>) {
+    if W::FLAVOUR == Flavour::Local {
+        eprintln!(
+            "per-thread channel: only full packets and those its threads closed can be \
+             read while it is written (a consumer never writes to its buffers)"
+        );
+    }
 }
 
 fn producer_alive(pid: u32) -> bool {
@@ -97,9 +117,20 @@ pub fn consume(args: &[String]) -> Result<(), String> {
     let (path, output) = (a.path("path")?, a.path("output")?);
     let duration: f64 = a.get("duration", f64::INFINITY)?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
-    let consumer = attach(&path)?;
+    with_consumer!(attach(&path)?, |c| consume_from(
+        &c, &output, duration, live
+    ))
+}
+
+fn consume_from<W: Word>(
+    consumer: &Consumer<W>,
+    output: &Path,
+    duration: f64,
+    live: Duration,
+) -> Result<(), String> {
+    per_thread_note(consumer);
     let mut trace =
-        TraceDir::with_metadata(&output, consumer.metadata()).map_err(|e| e.to_string())?;
+        TraceDir::with_metadata(output, consumer.metadata()).map_err(|e| e.to_string())?;
     // SAFETY: a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let start = Instant::now();
@@ -110,7 +141,7 @@ pub fn consume(args: &[String]) -> Result<(), String> {
     };
     let subbuf = consumer.subbuf_size() as usize;
     let stats = session::run(
-        &consumer,
+        consumer,
         &mut trace,
         &options,
         || {
@@ -141,9 +172,11 @@ fn path_and_output(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
 
 pub fn snapshot(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
-    let consumer = attach(&path)?;
-    let stats = snapshot_to_dir(&consumer, &output, consumer.subbuf_size() as usize)
-        .map_err(|e| e.to_string())?;
+    let stats = with_consumer!(attach(&path)?, |c| {
+        per_thread_note(&c);
+        snapshot_to_dir(&c, &output, c.subbuf_size() as usize)
+    })
+    .map_err(|e| e.to_string())?;
     println!(
         "snapshot: {} packets, {:.1} MB in {}",
         stats.packets,
@@ -174,24 +207,33 @@ pub fn recover(args: &[String]) -> Result<(), String> {
 pub fn stat(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path"], &[])?;
     let path = a.path("path")?;
-    let consumer = attach(&path)?;
+    with_consumer!(attach(&path)?, |c| print_stat(&c));
+    Ok(())
+}
+
+fn print_stat<W: Word>(consumer: &Consumer<W>) {
     let s = consumer.subbuf_size();
+    let pid = consumer.producer_pid();
+    let (kind, buffer) = match W::FLAVOUR {
+        Flavour::Local => ("per-thread", "thread"),
+        _ => ("per-CPU", "cpu"),
+    };
+    let alive = if producer_alive(pid) {
+        "running"
+    } else {
+        "gone"
+    };
+    println!("{kind} channel, producer pid {pid} ({alive})");
     println!(
-        "producer pid {} ({})",
-        consumer.producer_pid(),
-        if producer_alive(consumer.producer_pid()) {
-            "running"
-        } else {
-            "gone"
-        }
+        "{buffer:>6}      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
     );
-    println!(
-        "cpu      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
-    );
-    for cpu in 0..consumer.buffer_count() {
-        let st = consumer.stats(cpu).expect("cpu in range");
+    for index in 0..consumer.buffer_count() {
+        let Some(st) = consumer.stats(index) else {
+            println!("{index:>6} (the channel file was truncated)");
+            continue;
+        };
         println!(
-            "{cpu:>3} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            "{index:>6} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
             format!("{} pk", st.write.div_ceil(s)),
             format!("{} pk", st.consumed / s),
             st.lost_full,
@@ -201,5 +243,4 @@ pub fn stat(args: &[String]) -> Result<(), String> {
             st.overrun
         );
     }
-    Ok(())
 }
