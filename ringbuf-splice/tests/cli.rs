@@ -122,7 +122,7 @@ fn consume_exports_another_process_buffers_live() {
             trace.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let recorded = {
@@ -132,8 +132,13 @@ fn consume_exports_another_process_buffers_live() {
         assert!(status.success(), "{stdout}");
         stdout
     };
-    let consumed = ok(&consume.wait_with_output().unwrap());
+    let output = consume.wait_with_output().unwrap();
+    let consumed = ok(&output);
     assert!(consumed.contains("exported"), "{consumed}");
+    // Progress lines, not carriage returns, when stderr is not a terminal.
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(progress.contains(" packets, "), "{progress}");
+    assert!(!progress.contains('\r'), "{progress:?}");
     let (_, committed, _) = counts(&recorded);
     if let Some((events, _)) = babeltrace_count(&trace) {
         // Discard mode: everything committed is read, from another process.
@@ -433,6 +438,50 @@ fn stat_snapshot_and_consume_read_a_per_thread_channel() {
     ]));
     if let Some((events, _)) = babeltrace_count(&last) {
         assert_eq!(events, 7);
+    }
+    drop(channel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs ringbuf with its stdout a pipe nobody reads any more (`ringbuf ... |
+/// head -1` once head has exited).
+fn ringbuf_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(RINGBUF)
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_not_the_command() {
+    let dir = temp_dir("pipe");
+    let channel = per_thread::create(&dir, "threads");
+    let trace = dir.join("trace");
+    for args in [
+        vec!["--help"],
+        vec!["record", "--help"],
+        vec!["stat", "--path", dir.join("threads").to_str().unwrap()],
+        vec![
+            "record",
+            "--duration",
+            "0.2",
+            "--output",
+            trace.to_str().unwrap(),
+        ],
+    ] {
+        let out = ringbuf_into_closed_pipe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Quietly, and failing: the output was cut.
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The recording itself completed.
+    if let Some((events, _)) = babeltrace_count(&trace) {
+        assert!(events > 0);
     }
     drop(channel);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -14,6 +14,7 @@ use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::Args;
+use super::out::{say, tell, Progress};
 use super::CTF_FORMAT;
 
 pub const CONSUME_HELP: &str = "\
@@ -93,7 +94,7 @@ fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
 /// What a consumer cannot do on a per-thread channel, said once per command.
 fn per_thread_note<W: Word>(_: &Consumer<W>) {
     if W::FLAVOUR == Flavour::Local {
-        eprintln!(
+        tell!(
             "per-thread channel: only full packets and those its threads closed can be \
              read while it is written (a consumer never writes to its buffers)"
         );
@@ -140,6 +141,7 @@ fn consume_from<W: Word>(
         ..SessionOptions::default()
     };
     let subbuf = consumer.subbuf_size() as usize;
+    let mut progress = Progress::new();
     let stats = session::run(
         consumer,
         &mut trace,
@@ -149,18 +151,21 @@ fn consume_from<W: Word>(
                 || start.elapsed().as_secs_f64() >= duration
                 || !producer_alive(pid)
         },
-        |s| eprint!("\r{} packets, {:.1} MB   ", s.packets, s.bytes as f64 / 1e6),
+        |s| {
+            let mb = s.bytes as f64 / 1e6;
+            progress.show(format_args!("{} packets, {mb:.1} MB", s.packets));
+        },
         subbuf,
     )
     .map_err(|e| e.to_string())?;
-    eprintln!();
-    println!(
+    progress.end();
+    say!(
         "exported {} packets, {:.1} MB to {}",
         stats.packets,
         stats.bytes as f64 / 1e6,
         output.display()
     );
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
@@ -177,30 +182,32 @@ pub fn snapshot(args: &[String]) -> Result<(), String> {
         snapshot_to_dir(&c, &output, c.subbuf_size() as usize)
     })
     .map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "snapshot: {} packets, {:.1} MB in {}",
         stats.packets,
         stats.bytes as f64 / 1e6,
         output.display()
     );
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
 pub fn recover(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
     let report = recover_to_dir(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!(
+    say!(
         "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
-        report.complete, report.partial, report.empty
+        report.complete,
+        report.partial,
+        report.empty
     );
     if report.committed_bytes_cut > 0 {
-        println!(
+        say!(
             "{} bytes of committed events lay behind a reservation still open at the crash and were cut",
             report.committed_bytes_cut
         );
     }
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
@@ -223,16 +230,16 @@ fn print_stat<W: Word>(consumer: &Consumer<W>) {
     } else {
         "gone"
     };
-    println!("{kind} channel, producer pid {pid} ({alive})");
-    println!(
+    say!("{kind} channel, producer pid {pid} ({alive})");
+    say!(
         "{buffer:>6}      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
     );
     for index in 0..consumer.buffer_count() {
         let Some(st) = consumer.stats(index) else {
-            println!("{index:>6} (the channel file was truncated)");
+            say!("{index:>6} (the channel file was truncated)");
             continue;
         };
-        println!(
+        say!(
             "{index:>6} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
             format!("{} pk", st.write.div_ceil(s)),
             format!("{} pk", st.consumed / s),

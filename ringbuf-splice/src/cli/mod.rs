@@ -2,7 +2,10 @@
 
 mod args;
 mod commands;
+mod out;
 mod record;
+
+use out::{say, tell};
 
 /// Format tag of CTF channels made by the CLI (and `synthetic_producer --ctf`).
 pub const CTF_FORMAT: u32 = 1;
@@ -28,10 +31,16 @@ Traces are CTF 1.8 directories: read them with `babeltrace2 DIR`.
 /// A subcommand: its arguments in, an error message out.
 type Command = fn(&[String]) -> Result<(), String>;
 
+/// `ringbuf --help`.
+fn overview(_: &[String]) -> Result<(), String> {
+    say!("{}", HELP.trim_end());
+    Ok(())
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
     let Some(command) = args.first() else {
-        eprint!("{HELP}");
+        tell!("{}", HELP.trim_end());
         return 2;
     };
     let rest = &args[1..];
@@ -41,23 +50,24 @@ pub fn main(args: Vec<String>) -> i32 {
         "snapshot" => (commands::snapshot, commands::SNAPSHOT_HELP),
         "recover" => (commands::recover, commands::RECOVER_HELP),
         "stat" => (commands::stat, commands::STAT_HELP),
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
-            return 0;
-        }
+        "-h" | "--help" | "help" => (overview, HELP),
         other => {
-            eprintln!("error: unknown command {other:?}\n\n{HELP}");
+            tell!("error: unknown command {other:?}\n\n{HELP}");
             return 2;
         }
     };
-    if rest.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{help}");
-        return 0;
-    }
-    match run(rest) {
+    let result = if rest.iter().any(|a| a == "--help" || a == "-h") {
+        say!("{}", help.trim_end());
+        Ok(())
+    } else {
+        run(rest)
+    };
+    match result {
+        // Nothing was wrong but the output was cut (`ringbuf stat | head -1`).
+        Ok(()) if out::cut() => 1,
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}\n(see `ringbuf {command} --help`)");
+            tell!("error: {e}\n(see `ringbuf {command} --help`)");
             1
         }
     }

@@ -15,6 +15,7 @@ use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::{Args, Size};
+use super::out::{say, tell, Progress};
 use super::{CTF_FORMAT, UUID};
 
 pub const HELP: &str = "\
@@ -239,6 +240,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
             })
         });
         let mut last = (Instant::now(), 0u64, 0u64);
+        let mut shown = Progress::new();
         while start.elapsed() < w.duration {
             std::thread::sleep(
                 Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
@@ -246,15 +248,23 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
             if SNAPSHOT_REQUESTED.swap(false, Ordering::Relaxed) {
                 snapshots += 1;
                 let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", w.output.display()));
+                shown.end();
                 match snapshot_to_dir(&consumer, &dir, subbuf) {
-                    Ok(st) => eprintln!("\nsnapshot {}: {} packets", dir.display(), st.packets),
-                    Err(e) => eprintln!("\nsnapshot {} failed: {e}", dir.display()),
+                    Ok(st) => tell!("snapshot {}: {} packets", dir.display(), st.packets),
+                    Err(e) => tell!("snapshot {} failed: {e}", dir.display()),
                 }
             }
             if last.0.elapsed() >= Duration::from_secs(1) {
-                last = progress(&channel.stats(), &committed, last, start.elapsed());
+                last = progress(
+                    &mut shown,
+                    &channel.stats(),
+                    &committed,
+                    last,
+                    start.elapsed(),
+                );
             }
         }
+        shown.end();
         stop_writers.store(true, Ordering::Release);
         for writer in writers {
             writer
@@ -291,7 +301,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         config,
     );
     if let Some(path) = channel.path() {
-        println!("buffers in {}", path.display());
+        say!("buffers in {}", path.display());
     }
     Ok(())
 }
@@ -343,7 +353,7 @@ fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChanne
     for (cpu, buffer) in channel.buffers().iter().enumerate() {
         while let Err(e) = buffer.switch(Switch::Flush) {
             if Instant::now() > deadline {
-                eprintln!("\nwarning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
+                tell!("warning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -352,6 +362,7 @@ fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChanne
 }
 
 fn progress(
+    shown: &mut Progress,
     stats: &[Stats],
     committed: &AtomicU64,
     last: (Instant, u64, u64),
@@ -361,16 +372,12 @@ fn progress(
     let bytes: u64 = stats.iter().map(|s| s.write).sum();
     let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
     let dt = last.0.elapsed().as_secs_f64();
-    // SAFETY: isatty has no preconditions.
-    let tty = unsafe { libc::isatty(2) } == 1;
-    eprint!(
-        "{}[{:5.1}s] {:8.2} M events/s {:8.1} MB/s   lost {lost}{}",
-        if tty { "\r" } else { "" },
+    shown.show(format_args!(
+        "[{:5.1}s] {:8.2} M events/s {:8.1} MB/s   lost {lost}",
         elapsed.as_secs_f64(),
         (events - last.1) as f64 / dt / 1e6,
         (bytes - last.2) as f64 / dt / 1e6,
-        if tty { "   " } else { "\n" },
-    );
+    ));
     (Instant::now(), events, bytes)
 }
 
@@ -383,10 +390,9 @@ fn summary(
     elapsed: Duration,
     config: Config,
 ) {
-    eprintln!();
-    println!("cpu     packets   lost_full   lost_wrap    lost_big lost_nested     overrun");
+    say!("cpu     packets   lost_full   lost_wrap    lost_big lost_nested     overrun");
     for (cpu, s) in stats.iter().enumerate() {
-        println!(
+        say!(
             "{cpu:>3} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
             s.write.div_ceil(config.subbuf_size),
             s.lost_full,
@@ -398,14 +404,14 @@ fn summary(
     }
     let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
     let secs = elapsed.as_secs_f64();
-    println!("attempted {attempted} events, committed {committed}, lost {lost}");
-    println!(
+    say!("attempted {attempted} events, committed {committed}, lost {lost}");
+    say!(
         "{:.2} M events/s committed over {secs:.2} s; exported {} packets, {:.1} MB",
         committed as f64 / secs / 1e6,
         exported.packets,
         exported.bytes as f64 / 1e6
     );
     if w.export {
-        println!("view the trace: babeltrace2 {}", w.output.display());
+        say!("view the trace: babeltrace2 {}", w.output.display());
     }
 }
