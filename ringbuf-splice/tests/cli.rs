@@ -486,3 +486,98 @@ fn a_closed_stdout_ends_the_output_not_the_command() {
     drop(channel);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `ringbuf record ARGS --output DIR/trace` and returns its stdout and how
+/// long it took.
+fn timed_record(dir: &Path, args: &[&str]) -> (String, Duration) {
+    let begin = Instant::now();
+    let out = Command::new(RINGBUF)
+        .arg("record")
+        .args(args)
+        .arg("--output")
+        .arg(dir.join("trace"))
+        .output()
+        .unwrap();
+    let took = begin.elapsed();
+    let stdout = ok(&out);
+    std::fs::remove_dir_all(dir.join("trace")).unwrap();
+    (stdout, took)
+}
+
+#[test]
+fn record_ends_on_time_however_slow_or_many_the_writers() {
+    let dir = temp_dir("on-time");
+    // One event every 10 ms: the writers' stop check must not wait for the next
+    // batch of events (it took 10 s).
+    let (stdout, took) = timed_record(&dir, &["--rate", "100", "--duration", "0.5"]);
+    assert!(took < Duration::from_secs(5), "{took:?}\n{stdout}");
+    let (attempted, _, _) = counts(&stdout);
+    assert!((1..=2 * 51).contains(&attempted), "{stdout}");
+    // A thousand writers at full speed on a few cores: neither spawning them nor
+    // stopping them may wait for each to run a time slice (it took 18 s).
+    let (stdout, took) = timed_record(
+        &dir,
+        &["--rate", "0", "--threads", "1000", "--duration", "0.2"],
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}\n{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn hostile_arguments_are_errors_that_name_the_value() {
+    let error = |args: &[&str]| {
+        let out = ringbuf(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        stderr
+    };
+    for bad in ["1e30", "0", "-1", "nan", "inf"] {
+        let stderr = error(&["record", "--duration", bad]);
+        assert!(
+            stderr.contains(&format!("--duration: invalid value {bad:?}")),
+            "{stderr}"
+        );
+        let stderr = error(&["consume", "--path", "x", "--output", "y", "--duration", bad]);
+        assert!(stderr.contains("--duration: invalid value"), "{stderr}");
+    }
+    for bad in ["0", "100000"] {
+        let stderr = error(&["record", "--threads", bad]);
+        assert!(
+            stderr.contains(&format!("--threads {bad}: between 1 and")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_ends_a_recording_through_its_normal_end() {
+    let dir = temp_dir("sigint");
+    let trace = dir.join("trace");
+    let child = Command::new(RINGBUF)
+        .args(["record", "--duration", "60", "--rate", "20000", "--output"])
+        .arg(&trace)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let begin = Instant::now();
+    // Recording for real: the exporter wrote packets.
+    let deadline = begin + Duration::from_secs(30);
+    while !trace.join("stream_0").exists() && !trace.join("stream_1").exists() {
+        assert!(Instant::now() < deadline, "no packet exported");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let stdout = ok(&child.wait_with_output().unwrap());
+    assert!(begin.elapsed() < Duration::from_secs(30), "not stopped");
+    let (attempted, committed, lost) = counts(&stdout);
+    assert_eq!(attempted, committed + lost, "{stdout}");
+    if let Some(read) = babeltrace_counts(&trace) {
+        // Flushed and exported whole: every committed event, every loss counted.
+        assert_eq!(read.events, committed, "{stdout}");
+        assert_eq!(read.discarded, lost, "{stdout}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

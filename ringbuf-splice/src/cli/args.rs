@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Parsed flags of one subcommand.
 pub struct Args {
@@ -73,6 +74,23 @@ impl Args {
         }
     }
 
+    /// A positive number of seconds (fractions allowed), `None` when absent.
+    pub fn seconds(&self, name: &str) -> Result<Option<Duration>, ArgError> {
+        let Some(v) = self.values.get(name) else {
+            return Ok(None);
+        };
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ArgError(format!(
+                    "--{name}: invalid value {v:?} (a positive number of seconds below 2^64)"
+                ))
+            })
+    }
+
     /// A required path.
     pub fn path(&self, name: &str) -> Result<PathBuf, ArgError> {
         self.values
@@ -138,5 +156,15 @@ mod tests {
         let a = Args::parse(&strings(&["--n", "x"]), &["n"], &[]).unwrap();
         assert_eq!(a.get("n", 0u32).unwrap_err().0, "--n: invalid value \"x\"");
         assert_eq!("3G".parse::<Size>(), Ok(Size(3 << 30)));
+        let secs = |v: &str| {
+            Args::parse(&strings(&["--d", v]), &["d"], &[])
+                .unwrap()
+                .seconds("d")
+        };
+        assert_eq!(secs("0.25").unwrap(), Some(Duration::from_millis(250)));
+        for bad in ["0", "-1", "nan", "inf", "1e30", "x"] {
+            let e = secs(bad).unwrap_err().0;
+            assert!(e.starts_with(&format!("--d: invalid value {bad:?}")), "{e}");
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! another process.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::Ctf;
@@ -15,12 +14,13 @@ use ringbuf_splice::TraceDir;
 
 use super::args::Args;
 use super::out::{say, tell, Progress};
+use super::signals;
 use super::CTF_FORMAT;
 
 pub const CONSUME_HELP: &str = "\
 ringbuf consume: attach to the file-backed buffers of another process (e.g.
 `ringbuf record --buffer-dir DIR`) and export them live into a trace directory,
-until the producer exits, --duration passes, or Ctrl-C.
+until the producer exits, --duration passes, or Ctrl-C (or SIGTERM).
 
 Options:
   --path FILE        the channel file (required)
@@ -106,17 +106,10 @@ fn producer_alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Relaxed: a stop request; nothing else is published with it.
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
 pub fn consume(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])?;
     let (path, output) = (a.path("path")?, a.path("output")?);
-    let duration: f64 = a.get("duration", f64::INFINITY)?;
+    let duration = a.seconds("duration")?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
     with_consumer!(attach(&path)?, |c| consume_from(
         &c, &output, duration, live
@@ -126,14 +119,13 @@ pub fn consume(args: &[String]) -> Result<(), String> {
 fn consume_from<W: Word>(
     consumer: &Consumer<W>,
     output: &Path,
-    duration: f64,
+    duration: Option<Duration>,
     live: Duration,
 ) -> Result<(), String> {
     per_thread_note(consumer);
     let mut trace =
         TraceDir::with_metadata(output, consumer.metadata()).map_err(|e| e.to_string())?;
-    // SAFETY: a handler that only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    signals::stop_on_sigint();
     let start = Instant::now();
     let pid = consumer.producer_pid();
     let options = SessionOptions {
@@ -147,8 +139,8 @@ fn consume_from<W: Word>(
         &mut trace,
         &options,
         || {
-            INTERRUPTED.load(Ordering::Relaxed)
-                || start.elapsed().as_secs_f64() >= duration
+            signals::stop_requested()
+                || duration.is_some_and(|d| start.elapsed() >= d)
                 || !producer_alive(pid)
         },
         |s| {

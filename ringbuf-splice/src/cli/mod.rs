@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod out;
 mod record;
+mod signals;
 
 use out::{say, tell};
 

@@ -4,6 +4,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
@@ -16,6 +17,7 @@ use ringbuf_splice::TraceDir;
 
 use super::args::{Args, Size};
 use super::out::{say, tell, Progress};
+use super::signals;
 use super::{CTF_FORMAT, UUID};
 
 pub const HELP: &str = "\
@@ -23,9 +25,11 @@ ringbuf record: run a synthetic workload into per-CPU shared-memory buffers and
 write a CTF trace directory (read it with babeltrace2).
 
 Options:
-  --threads N          writer threads (default 2)
+  --threads N          writer threads, 1 to 4096 (default 2)
   --rate N             events per second per thread, 0 = as fast as possible (default 0)
-  --duration SECS      how long to run, fractions allowed (default 2)
+  --duration SECS      how long to run, fractions allowed (default 2); Ctrl-C
+                       (or SIGTERM) ends the run early the same way: final
+                       flush, export, summary
   --payload BYTES      payload bytes per event (default 16)
   --mode MODE          discard (keep the oldest, count drops) or overwrite (keep the
                        newest) (default discard)
@@ -60,12 +64,8 @@ static EVENTS: [EventSchema; 1] = [EventSchema {
     ],
 }];
 
-static SNAPSHOT_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigusr1(_: libc::c_int) {
-    // Relaxed: a request flag; nothing else is published with it.
-    SNAPSHOT_REQUESTED.store(true, Ordering::Relaxed);
-}
+/// The most writer threads `--threads` accepts.
+const MAX_THREADS: u32 = 4096;
 
 struct Workload {
     threads: u32,
@@ -118,14 +118,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if flight_recorder && mode != Mode::Overwrite {
         return Err("--flight-recorder needs --mode overwrite".into());
     }
-    let duration: f64 = a.get("duration", 2.0)?;
-    if !(duration.is_finite() && duration > 0.0) {
-        return Err("--duration must be a positive number of seconds".into());
+    let threads = a.get("threads", 2u32)?;
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(format!(
+            "--threads {threads}: between 1 and {MAX_THREADS} writer threads"
+        ));
     }
     let w = Workload {
-        threads: a.get("threads", 2u32)?.max(1),
+        threads,
         rate: a.get("rate", 0u64)?,
-        duration: Duration::from_secs_f64(duration),
+        duration: a.seconds("duration")?.unwrap_or(Duration::from_secs(2)),
         payload: a.get("payload", 16usize)?,
         output: a
             .opt_path("output")
@@ -156,6 +158,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(), String> {
+    // First: a Ctrl-C during the setup must end the run through its normal end too.
+    signals::stop_on_sigint();
+    if w.flight_recorder {
+        signals::snapshot_on_sigusr1();
+    }
     let clock = TraceClock::best();
     let trace = TraceDescription {
         uuid: UUID,
@@ -201,51 +208,85 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         |_| clock,
     )
     .map_err(|e| format!("attaching the consumer: {e}"))?;
-    if w.flight_recorder {
-        // SAFETY: installing a handler that only stores to an atomic.
-        unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
-    }
+    // The live export's trace, created before anything runs (a flight recorder
+    // writes its trace at the end, as a snapshot).
+    let mut trace = match w.export && !w.flight_recorder {
+        true => Some(
+            TraceDir::with_metadata(&w.output, &metadata)
+                .map_err(|e| format!("creating the trace {}: {e}", w.output.display()))?,
+        ),
+        false => None,
+    };
 
-    let stop_writers = AtomicBool::new(false);
     let stop_consumer = AtomicBool::new(false);
     let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let start = Instant::now();
     let subbuf = config.subbuf_size as usize;
     let mut snapshots = 0;
-    let exported = std::thread::scope(|s| -> Result<SessionStats, String> {
-        let writers: Vec<_> = (0..w.threads)
-            .map(|thread| {
-                let (channel, stop, attempted, committed) =
-                    (&channel, &stop_writers, &attempted, &committed);
-                s.spawn(move || writer(channel, thread, w, stop, attempted, committed))
-            })
-            .collect();
-        let session = (w.export && !w.flight_recorder).then(|| {
-            s.spawn(|| {
-                let mut trace =
-                    TraceDir::with_metadata(&w.output, &metadata).map_err(|e| e.to_string())?;
-                let options = SessionOptions {
-                    live_period: Some(w.live),
-                    ..SessionOptions::default()
-                };
-                session::run(
-                    &consumer,
-                    &mut trace,
-                    &options,
-                    || stop_consumer.load(Ordering::Acquire),
-                    |_| {},
-                    subbuf,
-                )
-                .map_err(|e| e.to_string())
-            })
-        });
+    // Writers wait at this gate until every thread is started: a thousand
+    // threads spawned while the first ones already spin would starve the
+    // spawning thread (and the exporter) for seconds.
+    let gate = RwLock::new(());
+    // When the gate opened: the writers' and the main thread's common start.
+    let begin = OnceLock::new();
+    let (exported, start) = std::thread::scope(|s| -> Result<(SessionStats, Instant), String> {
+        let closed = gate
+            .write()
+            .expect("not poisoned: nobody panics holding it");
+        let mut writers = Vec::with_capacity(w.threads as usize);
+        for thread in 0..w.threads {
+            let (channel, gate, begin, attempted, committed) =
+                (&channel, &gate, &begin, &attempted, &committed);
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                drop(gate.read());
+                // Set before the gate opened (the lock orders it before us); unset
+                // only when spawning failed and nothing is to be written.
+                if let Some(&start) = begin.get() {
+                    writer(channel, thread, w, start, attempted, committed)
+                }
+            });
+            match spawned {
+                Ok(handle) => writers.push(handle),
+                // The ones started pass the gate when it drops, find no start
+                // time and return.
+                Err(e) => return Err(format!("starting writer thread {thread}: {e}")),
+            }
+        }
+        let session = match trace.as_mut() {
+            Some(trace) => {
+                let spawned = std::thread::Builder::new().spawn_scoped(s, || {
+                    let options = SessionOptions {
+                        live_period: Some(w.live),
+                        ..SessionOptions::default()
+                    };
+                    session::run(
+                        &consumer,
+                        trace,
+                        &options,
+                        || stop_consumer.load(Ordering::Acquire),
+                        |_| {},
+                        subbuf,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+                match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(e) => return Err(format!("starting the exporter thread: {e}")),
+                }
+            }
+            None => None,
+        };
+        let start = *begin.get_or_init(Instant::now);
+        drop(closed);
         let mut last = (Instant::now(), 0u64, 0u64);
         let mut shown = Progress::new();
-        while start.elapsed() < w.duration {
+        // Until the end, a stop request, or an exporter that gave up (its error is
+        // reported below).
+        let exporting = || session.as_ref().is_none_or(|h| !h.is_finished());
+        while start.elapsed() < w.duration && !signals::stop_requested() && exporting() {
             std::thread::sleep(
                 Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
             );
-            if SNAPSHOT_REQUESTED.swap(false, Ordering::Relaxed) {
+            if signals::take_snapshot_request() {
                 snapshots += 1;
                 let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", w.output.display()));
                 shown.end();
@@ -265,26 +306,22 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
             }
         }
         shown.end();
-        stop_writers.store(true, Ordering::Release);
-        for writer in writers {
-            writer
+        signals::request_stop();
+        let writers_done = writers.into_iter().all(|h| h.join().is_ok());
+        // End every stream with a packet carrying the final count, then let the
+        // exporter take it (and everything before it).
+        flush(&channel);
+        stop_consumer.store(true, Ordering::Release);
+        let exported = match session {
+            Some(session) => session
                 .join()
-                .map_err(|_| "writer thread panicked".to_string())?;
+                .map_err(|_| "the exporter thread panicked".to_string())??,
+            None => SessionStats::default(),
+        };
+        if !writers_done {
+            return Err("a writer thread panicked".into());
         }
-        Ok(match session {
-            Some(session) => {
-                // End every stream with a packet carrying the final count.
-                flush(&channel);
-                stop_consumer.store(true, Ordering::Release);
-                session
-                    .join()
-                    .map_err(|_| "consumer thread panicked".to_string())??
-            }
-            None => {
-                flush(&channel);
-                SessionStats::default()
-            }
-        })
+        Ok((exported, start))
     })?;
     let exported = if w.flight_recorder && w.export {
         snapshot_to_dir(&consumer, &w.output, subbuf).map_err(|e| e.to_string())?
@@ -306,42 +343,48 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     Ok(())
 }
 
-/// One writer thread: events at the requested rate until stopped.
+/// One writer thread: events at the requested rate for `w.duration`, or until a
+/// stop is requested.
 fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
     channel: &PerCpuChannel<K, T>,
     thread: u32,
     w: &Workload,
-    stop: &AtomicBool,
+    start: Instant,
     attempted: &AtomicU64,
     committed: &AtomicU64,
 ) {
+    // A paced writer sleeps in slices this long at most, so it sees a stop soon.
+    const SLICE: Duration = Duration::from_millis(10);
     let payload = vec![thread as u8; w.payload];
-    let start = Instant::now();
-    // `seq` runs for the whole thread (it paces and numbers events); the batch
-    // counters are published every 1024 events.
-    let (mut seq, mut tried, mut ok) = (0u64, 0u64, 0u64);
-    loop {
-        if tried == 1024 || seq == 0 {
-            attempted.fetch_add(tried, Ordering::Relaxed);
-            committed.fetch_add(ok, Ordering::Relaxed);
-            (tried, ok) = (0, 0);
-            if stop.load(Ordering::Relaxed) {
+    // `seq` runs for the whole thread (it paces and numbers events); the counters
+    // are published every 1024 events, for the progress line.
+    let (mut seq, mut published, mut ok) = (0u64, 0u64, 0u64);
+    while !signals::stop_requested() {
+        // The clock: every 256 events at full speed, at every event when paced.
+        // Every writer ends on time by itself, even when a thousand of them keep
+        // the main thread from running.
+        if w.rate > 0 || seq % 256 == 0 {
+            let now = start.elapsed();
+            if now >= w.duration {
                 break;
             }
-        }
-        if w.rate > 0 {
-            let due = Duration::from_secs_f64(seq as f64 / w.rate as f64);
-            let ahead = due.saturating_sub(start.elapsed());
-            if !ahead.is_zero() {
-                std::thread::sleep(ahead);
+            let due = Duration::from_secs_f64(seq as f64 / w.rate.max(1) as f64);
+            if w.rate > 0 && due > now {
+                std::thread::sleep((due - now).min(SLICE));
+                continue;
             }
         }
         let values = [Value::U64(seq), Value::U32(thread), Value::Bytes(&payload)];
         ok += channel.write_event(&EVENTS[0], &values).is_ok() as u64;
-        tried += 1;
         seq += 1;
+        if seq - published == 1024 {
+            // Relaxed: statistics; the final values reach the main thread by the join.
+            attempted.fetch_add(seq - published, Ordering::Relaxed);
+            committed.fetch_add(ok, Ordering::Relaxed);
+            (published, ok) = (seq, 0);
+        }
     }
-    attempted.fetch_add(tried, Ordering::Relaxed);
+    attempted.fetch_add(seq - published, Ordering::Relaxed);
     committed.fetch_add(ok, Ordering::Relaxed);
 }
 
