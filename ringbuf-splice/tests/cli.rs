@@ -548,6 +548,15 @@ fn hostile_arguments_are_errors_that_name_the_value() {
             "{stderr}"
         );
     }
+    // 4 PiB per CPU: refused with the total before anything is allocated (the
+    // buffers are prefaulted: 4G sub-buffers ran the machine out of memory).
+    let stderr = error(&["record", "--subbuf-size", "4G", "--subbuf-count", "1048576"]);
+    assert!(
+        stderr.contains("CPUs x 1048576 sub-buffers of 4.0 GiB")
+            && stderr.contains("PiB")
+            && stderr.contains("available memory"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -72,3 +72,29 @@ impl Progress {
         }
     }
 }
+
+/// `bytes` in the largest binary unit that keeps a number of at least 1.
+pub fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} bytes"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_in_binary_units() {
+        assert_eq!(super::bytes(1000), "1000 bytes");
+        assert_eq!(super::bytes(64 << 10), "64.0 KiB");
+        assert_eq!(super::bytes(3 << 29), "1.5 GiB");
+        assert_eq!(super::bytes(u64::MAX), "16384.0 PiB");
+    }
+}

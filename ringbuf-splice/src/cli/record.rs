@@ -16,6 +16,7 @@ use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::{Args, Size};
+use super::memory;
 use super::out::{say, tell, Progress};
 use super::signals;
 use super::{CTF_FORMAT, UUID};
@@ -34,7 +35,9 @@ Options:
   --mode MODE          discard (keep the oldest, count drops) or overwrite (keep the
                        newest) (default discard)
   --subbuf-size SIZE   bytes per sub-buffer, a power of two, K/M suffixes (default 64K)
-  --subbuf-count N     sub-buffers per CPU, a power of two >= 2 (default 16)
+  --subbuf-count N     sub-buffers per CPU, a power of two >= 2 (default 16); all
+                       the buffers (CPUs x count x size) must fit in half the
+                       available memory: they are prefaulted
   --output DIR         trace directory to create (default ./ringbuf-trace-<pid>)
   --buffer-dir DIR     put the buffers in a file DIR/ringbuf-<pid> (others can
                        `ringbuf consume` or `ringbuf recover` it) instead of a memfd
@@ -153,6 +156,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             w.payload, config.subbuf_size
         ));
     }
+    memory::check_fits(&config, possible_cpus())?;
     let buffer_dir = a.opt_path("buffer-dir");
     record(&w, config, buffer_dir.as_deref())
 }
