@@ -590,3 +590,80 @@ fn ctrl_c_ends_a_recording_through_its_normal_end() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_error_names_its_path() {
+    let dir = temp_dir("paths");
+    let existing = dir.to_str().unwrap();
+    let channel = per_thread::create(&dir, "threads");
+    let file = dir.join("threads");
+    let file = file.to_str().unwrap();
+    let missing = dir.join("missing/x");
+    let missing = missing.to_str().unwrap();
+    let fresh = dir.join("fresh");
+    let fresh = fresh.to_str().unwrap();
+    let not_a_channel = dir.join("not-a-channel");
+    std::fs::write(&not_a_channel, vec![7u8; 8192]).unwrap();
+    let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&not_a_channel, owner_only).unwrap();
+    let not_a_channel = not_a_channel.to_str().unwrap();
+    for (args, says) in [
+        // Output directories that exist (they said "trace I/O: File exists" or
+        // "reading the channel: File exists").
+        (
+            vec!["record", "--output", existing],
+            format!("--output {existing}: already exists"),
+        ),
+        (
+            vec!["consume", "--path", file, "--output", existing],
+            format!("--output {existing}: already exists"),
+        ),
+        (
+            vec!["snapshot", "--path", file, "--output", existing],
+            format!("--output {existing}: already exists"),
+        ),
+        (
+            vec!["recover", "--path", file, "--output", existing],
+            format!("--output {existing}: already exists"),
+        ),
+        // A directory as a channel ("file too short").
+        (
+            vec!["recover", "--path", existing, "--output", fresh],
+            format!("--path {existing}: a directory, not a file"),
+        ),
+        (
+            vec!["stat", "--path", existing],
+            format!("--path {existing}: a directory, not a file"),
+        ),
+        // Missing files and directories ("No such file or directory").
+        (
+            vec!["stat", "--path", missing],
+            format!("--path {missing}: No such file"),
+        ),
+        (
+            vec!["record", "--buffer-dir", missing, "--output", fresh],
+            format!("--buffer-dir {missing}: No such file"),
+        ),
+        (
+            vec!["record", "--buffer-dir", file, "--output", fresh],
+            format!("--buffer-dir {file}: not a directory"),
+        ),
+        // A file that is not a channel: what was being done, and to which file.
+        (
+            vec!["snapshot", "--path", not_a_channel, "--output", fresh],
+            format!("attaching to the channel {not_a_channel}: not a ringbuf channel"),
+        ),
+        (
+            vec!["recover", "--path", not_a_channel, "--output", fresh],
+            format!("recovering {not_a_channel} into {fresh}: not a ringbuf channel"),
+        ),
+    ] {
+        let out = ringbuf(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(&says), "{args:?}: {stderr}");
+        assert!(!Path::new(fresh).exists(), "{args:?} created {fresh}");
+    }
+    drop(channel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,12 +83,11 @@ fn clock_of(metadata: &str) -> TraceClock {
 fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
     let client = |cpu| Ctf::new([0; 16], cpu);
     // The clock is only known from the metadata: attach once to read it.
-    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let failed = |e| format!("attaching to the channel {}: {e}", path.display());
+    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock).map_err(failed)?;
     let clock = clock_of(with_consumer!(&probe, |c| c.metadata()));
     drop(probe);
-    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock).map_err(failed)
 }
 
 /// What a consumer cannot do on a per-thread channel, said once per command.
@@ -108,23 +107,25 @@ fn producer_alive(pid: u32) -> bool {
 
 pub fn consume(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])?;
-    let (path, output) = (a.path("path")?, a.path("output")?);
     let duration = a.seconds("duration")?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
-    with_consumer!(attach(&path)?, |c| consume_from(
-        &c, &output, duration, live
+    let (path, output) = (a.file("path")?, a.new_path("output")?);
+    let consumer = attach(&path)?;
+    with_consumer!(consumer, |c| consume_from(
+        &c, &path, &output, duration, live
     ))
 }
 
 fn consume_from<W: Word>(
     consumer: &Consumer<W>,
+    path: &Path,
     output: &Path,
     duration: Option<Duration>,
     live: Duration,
 ) -> Result<(), String> {
     per_thread_note(consumer);
-    let mut trace =
-        TraceDir::with_metadata(output, consumer.metadata()).map_err(|e| e.to_string())?;
+    let mut trace = TraceDir::with_metadata(output, consumer.metadata())
+        .map_err(|e| format!("creating the trace {}: {e}", output.display()))?;
     signals::stop_on_sigint();
     let start = Instant::now();
     let pid = consumer.producer_pid();
@@ -149,7 +150,14 @@ fn consume_from<W: Word>(
         },
         subbuf,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| {
+        progress.end();
+        format!(
+            "exporting {} into {}: {e}",
+            path.display(),
+            output.display()
+        )
+    })?;
     progress.end();
     say!(
         "exported {} packets, {:.1} MB to {}",
@@ -164,7 +172,7 @@ fn consume_from<W: Word>(
 /// The `--path FILE --output DIR` of `snapshot` and `recover`.
 fn path_and_output(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
     let a = Args::parse(args, &["path", "output"], &[])?;
-    Ok((a.path("path")?, a.path("output")?))
+    Ok((a.file("path")?, a.new_path("output")?))
 }
 
 pub fn snapshot(args: &[String]) -> Result<(), String> {
@@ -173,7 +181,10 @@ pub fn snapshot(args: &[String]) -> Result<(), String> {
         per_thread_note(&c);
         snapshot_to_dir(&c, &output, c.subbuf_size() as usize)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| {
+        let (path, output) = (path.display(), output.display());
+        format!("writing a snapshot of {path} into {output}: {e}")
+    })?;
     say!(
         "snapshot: {} packets, {:.1} MB in {}",
         stats.packets,
@@ -186,7 +197,10 @@ pub fn snapshot(args: &[String]) -> Result<(), String> {
 
 pub fn recover(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
-    let report = recover_to_dir(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
+    let report = recover_to_dir(&path, &output).map_err(|e| {
+        let (path, output) = (path.display(), output.display());
+        format!("recovering {path} into {output}: {e}")
+    })?;
     say!(
         "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
         report.complete,
@@ -205,7 +219,7 @@ pub fn recover(args: &[String]) -> Result<(), String> {
 
 pub fn stat(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path"], &[])?;
-    let path = a.path("path")?;
+    let path = a.file("path")?;
     with_consumer!(attach(&path)?, |c| print_stat(&c));
     Ok(())
 }

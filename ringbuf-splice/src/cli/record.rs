@@ -139,8 +139,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         flight_recorder,
         export: !a.on("no-export"),
     };
-    if w.export && w.output.exists() {
-        return Err(format!("{} already exists", w.output.display()));
+    if w.export && w.output.symlink_metadata().is_ok() {
+        return Err(format!("--output {}: already exists", w.output.display()));
     }
     let config = Config::new(
         a.get("subbuf-size", Size(64 << 10))?.0,
@@ -157,7 +157,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ));
     }
     memory::check_fits(&config, possible_cpus())?;
-    let buffer_dir = a.opt_path("buffer-dir");
+    let buffer_dir = a.opt_dir("buffer-dir")?;
     record(&w, config, buffer_dir.as_deref())
 }
 
@@ -195,15 +195,19 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         |cpu| Ctf::new(UUID, cpu),
         |_| clock,
     )
-    .map_err(|e| format!("creating the buffers: {e}"))?;
+    .map_err(|e| match buffer_dir {
+        Some(dir) => format!("creating the buffers in {}: {e}", dir.display()),
+        None => format!("creating the buffers (memfd {name}): {e}"),
+    })?;
     // The consumer attaches through the same interface another process would.
+    let dup = |e| format!("duplicating the buffers' descriptors: {e}");
     let memfd = channel
         .shm()
         .file()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| e.to_string())?;
-    let wake = channel.wakeup().try_clone_fd().map_err(|e| e.to_string())?;
+        .map_err(dup)?;
+    let wake = channel.wakeup().try_clone_fd().map_err(dup)?;
     let consumer = PerCpuConsumer::attach_fd(
         memfd,
         Some(wake),
@@ -270,7 +274,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
                         |_| {},
                         subbuf,
                     )
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("exporting into {}: {e}", w.output.display()))
                 });
                 match spawned {
                     Ok(handle) => Some(handle),
@@ -328,7 +332,8 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         Ok((exported, start))
     })?;
     let exported = if w.flight_recorder && w.export {
-        snapshot_to_dir(&consumer, &w.output, subbuf).map_err(|e| e.to_string())?
+        snapshot_to_dir(&consumer, &w.output, subbuf)
+            .map_err(|e| format!("writing the snapshot {}: {e}", w.output.display()))?
     } else {
         exported
     };
