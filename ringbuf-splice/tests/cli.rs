@@ -281,6 +281,7 @@ fn bad_arguments_are_clear_errors_and_help_documents_every_flag() {
         "--live-ms",
         "--flight-recorder",
         "--no-export",
+        "--keep-buffers",
     ] {
         assert!(record_help.contains(flag), "record --help lacks {flag}");
     }
@@ -665,5 +666,51 @@ fn every_error_names_its_path() {
         assert!(!Path::new(fresh).exists(), "{args:?} created {fresh}");
     }
     drop(channel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_clean_end_removes_the_buffer_files_unless_another_process_reads_them() {
+    let dir = temp_dir("buffer-files");
+    let buffers = dir.join("buffers");
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&buffers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    std::fs::create_dir(&buffers).unwrap();
+    for (n, flags, kept) in [
+        (0, &[][..], false),
+        (1, &["--no-export"][..], true),
+        (2, &["--keep-buffers"][..], true),
+    ] {
+        let out = Command::new(RINGBUF)
+            .args(["record", "--duration", "0.1", "--buffer-dir"])
+            .arg(&buffers)
+            .arg("--output")
+            .arg(dir.join(format!("trace{n}")))
+            .args(flags)
+            .output()
+            .unwrap();
+        let stdout = ok(&out);
+        let pid = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("buffers kept in "))
+            .map(|path| path.rsplit('-').next().unwrap().to_owned());
+        match (kept, pid) {
+            (true, Some(pid)) => {
+                let channel = format!("ringbuf-{pid}");
+                assert_eq!(files(), [format!(".{channel}.wake"), channel], "{stdout}");
+            }
+            (false, None) => assert!(files().is_empty(), "{:?}", files()),
+            (_, pid) => panic!("{flags:?}: kept {pid:?}\n{stdout}"),
+        }
+        for file in files() {
+            std::fs::remove_file(buffers.join(file)).unwrap();
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
 use ringbuf_core::{Config, Mode, Stats, Switch};
 use ringbuf_mmap::clock::TraceClock;
-use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
+use ringbuf_mmap::{
+    possible_cpus, wakeup_path, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer,
+};
 use ringbuf_splice::session::{self, SessionOptions, SessionStats};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
@@ -40,7 +42,12 @@ Options:
                        available memory: they are prefaulted
   --output DIR         trace directory to create (default ./ringbuf-trace-<pid>)
   --buffer-dir DIR     put the buffers in a file DIR/ringbuf-<pid> (others can
-                       `ringbuf consume` or `ringbuf recover` it) instead of a memfd
+                       `ringbuf consume` or `ringbuf recover` it) instead of a
+                       memfd; the file and its wakeup FIFO DIR/.ringbuf-<pid>.wake
+                       are removed when the run ends cleanly (Ctrl-C included),
+                       unless --no-export or --keep-buffers; after a crash they
+                       stay, for `ringbuf recover`
+  --keep-buffers       keep the --buffer-dir files after a clean end
   --live-ms MS         close idle packets this often so they are exported (default 100)
   --flight-recorder    overwrite mode without continuous export: SIGUSR1 writes a
                        snapshot to DIR-snapshot-N, and the end writes one to DIR
@@ -79,6 +86,8 @@ struct Workload {
     live: Duration,
     flight_recorder: bool,
     export: bool,
+    /// Whether the `--buffer-dir` files outlive a clean end.
+    keep_buffers: bool,
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -96,7 +105,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "buffer-dir",
             "live-ms",
         ],
-        &["flight-recorder", "no-export"],
+        &["flight-recorder", "no-export", "keep-buffers"],
     )?;
     let flight_recorder = a.on("flight-recorder");
     let mode = match a
@@ -138,6 +147,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         live: Duration::from_millis(a.get("live-ms", 100u64)?),
         flight_recorder,
         export: !a.on("no-export"),
+        // Without export, the buffers are the output: another process reads them.
+        keep_buffers: a.on("keep-buffers") || a.on("no-export"),
     };
     if w.export && w.output.symlink_metadata().is_ok() {
         return Err(format!("--output {}: already exists", w.output.display()));
@@ -347,7 +358,15 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         config,
     );
     if let Some(path) = channel.path() {
-        say!("buffers in {}", path.display());
+        if w.keep_buffers {
+            say!("buffers kept in {}", path.display());
+        } else {
+            for file in [path.to_owned(), wakeup_path(path)] {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tell!("warning: removing {}: {e}", file.display());
+                }
+            }
+        }
     }
     Ok(())
 }
