@@ -714,3 +714,59 @@ fn a_clean_end_removes_the_buffer_files_unless_another_process_reads_them() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_default_run_loses_nothing_and_the_summary_explains_every_loss() {
+    let dir = temp_dir("default");
+    // The README's main job, shorter: the default rate is one two cores export
+    // without loss (full speed lost two thirds of the events).
+    let trace = dir.join("trace");
+    let stdout = ok(&ringbuf(&[
+        "record",
+        "--duration",
+        "0.5",
+        "--output",
+        trace.to_str().unwrap(),
+    ]));
+    let (attempted, committed, lost) = counts(&stdout);
+    assert!(
+        attempted > 0 && committed == attempted && lost == 0,
+        "{stdout}"
+    );
+    assert!(stdout.contains("no event lost"), "{stdout}");
+    // Paced at the documented default, 100,000 events/s for each of 2 threads.
+    assert!(attempted <= 2 * 50_000, "{stdout}");
+    if let Some(read) = babeltrace_counts(&trace) {
+        assert_eq!((read.events, read.discarded), (committed, 0), "{stdout}");
+    }
+    // Nobody reads a buffer of two 4 KiB sub-buffers: events are dropped as
+    // lost_full, and the summary says what that means (and nothing about the
+    // counters that stayed at zero).
+    let stdout = ok(&ringbuf(&[
+        "record",
+        "--no-export",
+        "--threads",
+        "1",
+        "--rate",
+        "0",
+        "--subbuf-size",
+        "4K",
+        "--subbuf-count",
+        "2",
+        "--duration",
+        "0.2",
+    ]));
+    let (_, _, lost) = counts(&stdout);
+    assert!(
+        stdout.contains(&format!(
+            "  lost_full {lost}: events dropped because the buffer was full"
+        )),
+        "{stdout}"
+    );
+    let explained = |counter: &str| stdout.lines().any(|l| l.starts_with(counter));
+    assert!(
+        !explained("  lost_big") && !explained("no event lost"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

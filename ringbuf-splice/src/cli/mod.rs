@@ -6,6 +6,7 @@ mod memory;
 mod out;
 mod record;
 mod signals;
+mod summary;
 
 use out::{say, tell};
 

@@ -20,7 +20,7 @@ use ringbuf_splice::TraceDir;
 use super::args::{Args, Size};
 use super::memory;
 use super::out::{say, tell, Progress};
-use super::signals;
+use super::{signals, summary};
 use super::{CTF_FORMAT, UUID};
 
 pub const HELP: &str = "\
@@ -29,7 +29,10 @@ write a CTF trace directory (read it with babeltrace2).
 
 Options:
   --threads N          writer threads, 1 to 4096 (default 2)
-  --rate N             events per second per thread, 0 = as fast as possible (default 0)
+  --rate N             events per second per thread (default 100000, which two
+                       cores export without loss); 0 = as fast as possible: the
+                       writers then outrun the exporter, and the summary says
+                       which losses that caused
   --duration SECS      how long to run, fractions allowed (default 2); Ctrl-C
                        (or SIGTERM) ends the run early the same way: final
                        flush, export, summary
@@ -138,7 +141,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let w = Workload {
         threads,
-        rate: a.get("rate", 0u64)?,
+        rate: a.get("rate", 100_000u64)?,
         duration: a.seconds("duration")?.unwrap_or(Duration::from_secs(2)),
         payload: a.get("payload", 16usize)?,
         output: a
@@ -348,15 +351,21 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     } else {
         exported
     };
-    summary(
-        w,
-        &channel.stats(),
-        attempted.into_inner(),
-        committed.into_inner(),
-        &exported,
-        start.elapsed(),
-        config,
+    summary::print(&summary::Run {
+        stats: &channel.stats(),
+        subbuf_size: config.subbuf_size,
+        attempted: attempted.into_inner(),
+        committed: committed.into_inner(),
+        elapsed: start.elapsed(),
+    });
+    say!(
+        "exported {} packets, {:.1} MB",
+        exported.packets,
+        exported.bytes as f64 / 1e6
     );
+    if w.export {
+        say!("view the trace: babeltrace2 {}", w.output.display());
+    }
     if let Some(path) = channel.path() {
         if w.keep_buffers {
             say!("buffers kept in {}", path.display());
@@ -450,39 +459,4 @@ fn progress(
         (bytes - last.2) as f64 / dt / 1e6,
     ));
     (Instant::now(), events, bytes)
-}
-
-fn summary(
-    w: &Workload,
-    stats: &[Stats],
-    attempted: u64,
-    committed: u64,
-    exported: &SessionStats,
-    elapsed: Duration,
-    config: Config,
-) {
-    say!("cpu     packets   lost_full   lost_wrap    lost_big lost_nested     overrun");
-    for (cpu, s) in stats.iter().enumerate() {
-        say!(
-            "{cpu:>3} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
-            s.write.div_ceil(config.subbuf_size),
-            s.lost_full,
-            s.lost_wrap,
-            s.lost_big,
-            s.lost_nested,
-            s.overrun
-        );
-    }
-    let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
-    let secs = elapsed.as_secs_f64();
-    say!("attempted {attempted} events, committed {committed}, lost {lost}");
-    say!(
-        "{:.2} M events/s committed over {secs:.2} s; exported {} packets, {:.1} MB",
-        committed as f64 / secs / 1e6,
-        exported.packets,
-        exported.bytes as f64 / 1e6
-    );
-    if w.export {
-        say!("view the trace: babeltrace2 {}", w.output.display());
-    }
 }
