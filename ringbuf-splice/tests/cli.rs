@@ -183,8 +183,41 @@ fn snapshot_and_stat_while_another_process_writes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The `packets: W written = A in ... + B in ...` line of a record summary: `W`
+/// and each part as (its number, its words).
+fn packet_parts(stdout: &str) -> (u64, Vec<(u64, String)>) {
+    let line = stdout.lines().find_map(|l| l.strip_prefix("packets: "));
+    let (written, parts) = line.expect(stdout).split_once(" written = ").unwrap();
+    let parts = parts
+        .split(" + ")
+        .map(|part| {
+            let (n, words) = part.split_once(' ').unwrap();
+            (n.parse().unwrap(), words.to_owned())
+        })
+        .collect();
+    (written.parse().unwrap(), parts)
+}
+
+/// Waits until process `pid` catches `signal`.
+fn wait_for_handler(pid: u32, signal: libc::c_int) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap();
+        if caught & 1 << (signal - 1) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "signal {signal} never caught");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
-fn a_flight_recorder_snapshots_on_sigusr1() {
+fn a_flight_recorder_snapshots_on_sigusr1_and_accounts_for_every_packet() {
     let dir = temp_dir("flight");
     let out = dir.join("trace");
     let child = Command::new(RINGBUF)
@@ -193,8 +226,6 @@ fn a_flight_recorder_snapshots_on_sigusr1() {
             "--flight-recorder",
             "--duration",
             "1.5",
-            "--rate",
-            "100000",
             "--output",
         ])
         .arg(&out)
@@ -202,14 +233,42 @@ fn a_flight_recorder_snapshots_on_sigusr1() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    wait_for_handler(child.id(), libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) };
-    let stdout = ok(&child.wait_with_output().unwrap());
+    let output = child.wait_with_output().unwrap();
+    let stdout = ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let snap = PathBuf::from(format!("{}-snapshot-1", out.display()));
     assert!(snap.join("metadata").exists(), "{stdout}");
-    if let (Some((mid, _)), Some((end, _))) = (babeltrace_count(&snap), babeltrace_count(&out)) {
-        assert!(mid > 0 && end > 0, "{mid} {end}");
+    let snapped: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("snapshot {}: ", snap.display())))
+        .and_then(|l| l.strip_suffix(" packets")?.parse().ok())
+        .expect(&stderr);
+    // Every packet written is in the final snapshot, in the SIGUSR1 one, or was
+    // overwritten (the summary said "lost 0" next to overrun packets, and
+    // "packets 355" next to "exported 17 packets").
+    let (written, parts) = packet_parts(&stdout);
+    assert_eq!(written, parts.iter().map(|p| p.0).sum::<u64>(), "{stdout}");
+    let part = |words: &str| {
+        let found = parts.iter().find(|p| p.1.starts_with(words));
+        found.map_or(0, |p| p.0)
+    };
+    assert_eq!(part("in 1 SIGUSR1 snapshots"), snapped, "{stdout}");
+    let final_packets = part("in the final snapshot");
+    assert!(final_packets > 0, "{stdout}");
+    let overwritten_column: u64 = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("cpu "))
+        .skip(1)
+        .map_while(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(part("overwritten"), overwritten_column, "{stdout}");
+    if let (Some(mid), Some(end)) = (babeltrace_counts(&snap), babeltrace_counts(&out)) {
+        assert_eq!((mid.packets, end.packets), (snapped, final_packets));
+        assert!(mid.events > 0 && end.events > 0, "{mid:?} {end:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

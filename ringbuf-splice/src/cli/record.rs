@@ -53,7 +53,9 @@ Options:
   --keep-buffers       keep the --buffer-dir files after a clean end
   --live-ms MS         close idle packets this often so they are exported (default 100)
   --flight-recorder    overwrite mode without continuous export: SIGUSR1 writes a
-                       snapshot to DIR-snapshot-N, and the end writes one to DIR
+                       snapshot to DIR-snapshot-N, and the end writes one to DIR;
+                       a snapshot takes the packets it exports, so the final one
+                       holds what was written after the last SIGUSR1 one
   --no-export          only fill the buffers (with --buffer-dir: for `ringbuf
                        consume`, `snapshot` or `recover` from another process)
 ";
@@ -243,7 +245,8 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     let stop_consumer = AtomicBool::new(false);
     let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
     let subbuf = config.subbuf_size as usize;
-    let mut snapshots = 0;
+    // SIGUSR1 snapshots: how many, and the packets they took.
+    let (mut snapshots, mut snapshot_packets) = (0, 0);
     // Writers wait at this gate until every thread is started: a thousand
     // threads spawned while the first ones already spin would starve the
     // spawning thread (and the exporter) for seconds.
@@ -313,7 +316,10 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
                 let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", w.output.display()));
                 shown.end();
                 match snapshot_to_dir(&consumer, &dir, subbuf) {
-                    Ok(st) => tell!("snapshot {}: {} packets", dir.display(), st.packets),
+                    Ok(st) => {
+                        snapshot_packets += st.packets;
+                        tell!("snapshot {}: {} packets", dir.display(), st.packets)
+                    }
                     Err(e) => tell!("snapshot {} failed: {e}", dir.display()),
                 }
             }
@@ -353,19 +359,14 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     };
     summary::print(&summary::Run {
         stats: &channel.stats(),
-        subbuf_size: config.subbuf_size,
+        config,
         attempted: attempted.into_inner(),
         committed: committed.into_inner(),
         elapsed: start.elapsed(),
+        trace: w.export.then_some((w.output.as_path(), exported)),
+        snapshots: (snapshots, snapshot_packets),
+        flight_recorder: w.flight_recorder,
     });
-    say!(
-        "exported {} packets, {:.1} MB",
-        exported.packets,
-        exported.bytes as f64 / 1e6
-    );
-    if w.export {
-        say!("view the trace: babeltrace2 {}", w.output.display());
-    }
     if let Some(path) = channel.path() {
         if w.keep_buffers {
             say!("buffers kept in {}", path.display());

@@ -1,9 +1,11 @@
-//! The report at the end of `ringbuf record`: per-CPU packets and losses, and
-//! what each loss counter that moved means, in words.
+//! The report at the end of `ringbuf record`: per-CPU packets and losses, where
+//! every packet went, and what each loss counter that moved means, in words.
 
+use std::path::Path;
 use std::time::Duration;
 
-use ringbuf_core::Stats;
+use ringbuf_core::{Config, Stats};
+use ringbuf_splice::session::SessionStats;
 
 use super::out::say;
 
@@ -11,14 +13,20 @@ use super::out::say;
 pub struct Run<'a> {
     /// Every buffer's counters, after the final flush.
     pub stats: &'a [Stats],
-    /// Bytes per sub-buffer.
-    pub subbuf_size: u64,
+    /// Every buffer's configuration.
+    pub config: Config,
     /// Events the writers tried to write.
     pub attempted: u64,
     /// Events written.
     pub committed: u64,
     /// From the start to the end of the export.
     pub elapsed: Duration,
+    /// The trace directory and what went into it (`None`: `--no-export`).
+    pub trace: Option<(&'a Path, SessionStats)>,
+    /// SIGUSR1 snapshots taken, and the packets they took.
+    pub snapshots: (u32, u64),
+    /// Overwrite mode exported only at the end (and on SIGUSR1).
+    pub flight_recorder: bool,
 }
 
 /// Each loss counter: its name, its value, and what it means.
@@ -48,31 +56,35 @@ fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 4] {
     ]
 }
 
-/// Prints the per-CPU table, the event counts, and a sentence for every loss
-/// counter that is not zero.
+/// Prints the per-CPU table, where every packet went, the event counts, and a
+/// sentence for every loss counter that is not zero.
 pub fn print(run: &Run<'_>) {
-    say!("cpu     packets   lost_full   lost_wrap    lost_big lost_nested     overrun");
-    for (cpu, s) in run.stats.iter().enumerate() {
+    let s = run.config.subbuf_size;
+    say!("cpu     written overwritten   lost_full   lost_wrap    lost_big lost_nested");
+    for (cpu, st) in run.stats.iter().enumerate() {
         say!(
             "{cpu:>3} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
-            s.write.div_ceil(run.subbuf_size),
-            s.lost_full,
-            s.lost_wrap,
-            s.lost_big,
-            s.lost_nested,
-            s.overrun
+            st.write.div_ceil(s),
+            st.overrun,
+            st.lost_full,
+            st.lost_wrap,
+            st.lost_big,
+            st.lost_nested,
         );
     }
-    let total = run.stats.iter().fold(Stats::default(), |mut t, s| {
-        t.lost_full += s.lost_full;
-        t.lost_wrap += s.lost_wrap;
-        t.lost_big += s.lost_big;
-        t.lost_nested += s.lost_nested;
+    let total = run.stats.iter().fold(Stats::default(), |mut t, st| {
+        t.write += st.write.div_ceil(s);
+        t.overrun += st.overrun;
+        t.lost_full += st.lost_full;
+        t.lost_wrap += st.lost_wrap;
+        t.lost_big += st.lost_big;
+        t.lost_nested += st.lost_nested;
         t
     });
+    packets(run, total.write, total.overrun);
     let lost = total.events_discarded();
     say!(
-        "attempted {} events, committed {}, lost {lost}",
+        "attempted {} events, committed {}, lost {lost} (dropped, never written)",
         run.attempted,
         run.committed
     );
@@ -87,6 +99,61 @@ pub fn print(run: &Run<'_>) {
     for (name, value, meaning) in counters(&total) {
         if value > 0 {
             say!("  {name} {value}: {meaning}");
+        }
+    }
+    if let Some((path, _)) = run.trace {
+        say!("view the trace: babeltrace2 {}", path.display());
+    }
+}
+
+/// Where the `written` packets went: each one is in the trace, in a SIGUSR1
+/// snapshot, overwritten, or still unread.
+fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
+    let (snapshots, in_snapshots) = run.snapshots;
+    let mut parts = Vec::new();
+    let mut accounted = in_snapshots + overwritten;
+    if let Some((path, exported)) = run.trace {
+        let mb = exported.bytes as f64 / 1e6;
+        let what = if run.flight_recorder {
+            "final snapshot"
+        } else {
+            "trace"
+        };
+        parts.push(format!(
+            "{} in the {what} {} ({mb:.1} MB)",
+            exported.packets,
+            path.display()
+        ));
+        accounted += exported.packets;
+    }
+    if snapshots > 0 {
+        parts.push(format!("{in_snapshots} in {snapshots} SIGUSR1 snapshots"));
+    }
+    if overwritten > 0 {
+        parts.push(format!("{overwritten} overwritten before anyone read them"));
+    }
+    if written > accounted {
+        parts.push(format!("{} never read", written - accounted));
+    }
+    say!("packets: {written} written = {}", parts.join(" + "));
+    if overwritten > 0 {
+        say!(
+            "  overwritten: overwrite mode keeps the newest packets; the oldest gave way \
+             to them (babeltrace2 shows the gaps as discarded packets)"
+        );
+    }
+    if run.flight_recorder && run.trace.is_some() {
+        if snapshots > 0 {
+            say!(
+                "  the final snapshot holds what was written after the last SIGUSR1 \
+                 snapshot: a snapshot takes the packets it exports"
+            );
+        } else {
+            say!(
+                "  the final snapshot holds the newest packets, up to {} per CPU (the \
+                 buffers' capacity)",
+                run.config.subbuf_count
+            );
         }
     }
 }
