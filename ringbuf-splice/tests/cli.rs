@@ -298,6 +298,11 @@ fn recover_turns_a_killed_recorders_buffers_into_a_trace() {
 
 #[test]
 fn bad_arguments_are_clear_errors_and_help_documents_every_flag() {
+    // The trace goes only where asked (it was ./ringbuf-trace-PID, hundreds of MB).
+    let out = ringbuf(&["record"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--output DIR is required"), "{stderr}");
     let out = ringbuf(&["record", "--threads", "many"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads: invalid value \"many\""));
@@ -746,11 +751,15 @@ fn a_clean_end_removes_the_buffer_files_unless_another_process_reads_them() {
         (1, &["--no-export"][..], true),
         (2, &["--keep-buffers"][..], true),
     ] {
+        let trace = dir.join(format!("trace{n}"));
+        let output = match flags {
+            ["--no-export"] => vec![],
+            _ => vec!["--output", trace.to_str().unwrap()],
+        };
         let out = Command::new(RINGBUF)
             .args(["record", "--duration", "0.1", "--buffer-dir"])
             .arg(&buffers)
-            .arg("--output")
-            .arg(dir.join(format!("trace{n}")))
+            .args(output)
             .args(flags)
             .output()
             .unwrap();

@@ -43,7 +43,9 @@ Options:
   --subbuf-count N     sub-buffers per CPU, a power of two >= 2 (default 16); all
                        the buffers (CPUs x count x size) must fit in half the
                        available memory: they are prefaulted
-  --output DIR         trace directory to create (default ./ringbuf-trace-<pid>)
+  --output DIR         trace directory to create (required, except with
+                       --no-export: a trace can be hundreds of MB, so it goes
+                       only where asked)
   --buffer-dir DIR     put the buffers in a file DIR/ringbuf-<pid> (others can
                        `ringbuf consume` or `ringbuf recover` it) instead of a
                        memfd; the file and its wakeup FIFO DIR/.ringbuf-<pid>.wake
@@ -87,10 +89,10 @@ struct Workload {
     rate: u64,
     duration: Duration,
     payload: usize,
-    output: PathBuf,
+    /// The trace directory; `None` with `--no-export`.
+    output: Option<PathBuf>,
     live: Duration,
     flight_recorder: bool,
-    export: bool,
     /// Whether the `--buffer-dir` files outlive a clean end.
     keep_buffers: bool,
 }
@@ -112,18 +114,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ],
         &["flight-recorder", "no-export", "keep-buffers"],
     )?;
-    let flight_recorder = a.on("flight-recorder");
-    let mode = match a
-        .get(
-            "mode",
-            String::from(if flight_recorder {
-                "overwrite"
-            } else {
-                "discard"
-            }),
-        )?
-        .as_str()
-    {
+    let (flight_recorder, no_export) = (a.on("flight-recorder"), a.on("no-export"));
+    let default_mode = if flight_recorder {
+        "overwrite"
+    } else {
+        "discard"
+    };
+    let mode = match a.get("mode", String::from(default_mode))?.as_str() {
         "discard" => Mode::Discard,
         "overwrite" => Mode::Overwrite,
         other => {
@@ -135,28 +132,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if flight_recorder && mode != Mode::Overwrite {
         return Err("--flight-recorder needs --mode overwrite".into());
     }
+    if flight_recorder && no_export {
+        return Err(
+            "--flight-recorder writes snapshots: without them (--no-export) it is \
+             --mode overwrite"
+                .into(),
+        );
+    }
     let threads = a.get("threads", 2u32)?;
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(format!(
             "--threads {threads}: between 1 and {MAX_THREADS} writer threads"
         ));
-    }
-    let w = Workload {
-        threads,
-        rate: a.get("rate", 100_000u64)?,
-        duration: a.seconds("duration")?.unwrap_or(Duration::from_secs(2)),
-        payload: a.get("payload", 16usize)?,
-        output: a
-            .opt_path("output")
-            .unwrap_or_else(|| format!("ringbuf-trace-{}", std::process::id()).into()),
-        live: Duration::from_millis(a.get("live-ms", 100u64)?),
-        flight_recorder,
-        export: !a.on("no-export"),
-        // Without export, the buffers are the output: another process reads them.
-        keep_buffers: a.on("keep-buffers") || a.on("no-export"),
-    };
-    if w.export && w.output.symlink_metadata().is_ok() {
-        return Err(format!("--output {}: already exists", w.output.display()));
     }
     let config = Config::new(
         a.get("subbuf-size", Size(64 << 10))?.0,
@@ -166,14 +153,39 @@ pub fn run(args: &[String]) -> Result<(), String> {
     config
         .validate()
         .map_err(|e| format!("invalid buffer configuration: {e}"))?;
-    if w.payload > (config.subbuf_size as usize).saturating_sub(128) {
+    let payload = a.get("payload", 16usize)?;
+    if payload > (config.subbuf_size as usize).saturating_sub(128) {
         return Err(format!(
-            "--payload {} does not fit in a {}-byte sub-buffer",
-            w.payload, config.subbuf_size
+            "--payload {payload} does not fit in a {}-byte sub-buffer",
+            config.subbuf_size
         ));
     }
     memory::check_fits(&config, possible_cpus())?;
+    let rate = a.get("rate", 100_000u64)?;
+    let duration = a.seconds("duration")?.unwrap_or(Duration::from_secs(2));
+    let live = Duration::from_millis(a.get("live-ms", 100u64)?);
+    // Paths last: every value is checked before the file system is looked at.
+    let output = match (no_export, a.opt_path("output")) {
+        (false, Some(_)) => Some(a.new_path("output")?),
+        (false, None) => return Err("--output DIR is required: the trace to create".into()),
+        (true, Some(path)) => {
+            let path = path.display();
+            return Err(format!("--output {path}: --no-export writes no trace"));
+        }
+        (true, None) => None,
+    };
     let buffer_dir = a.opt_dir("buffer-dir")?;
+    let w = Workload {
+        threads,
+        rate,
+        duration,
+        payload,
+        output,
+        live,
+        flight_recorder,
+        // Without export, the buffers are the output: another process reads them.
+        keep_buffers: a.on("keep-buffers") || no_export,
+    };
     record(&w, config, buffer_dir.as_deref())
 }
 
@@ -234,13 +246,14 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     .map_err(|e| format!("attaching the consumer: {e}"))?;
     // The live export's trace, created before anything runs (a flight recorder
     // writes its trace at the end, as a snapshot).
-    let mut trace = match w.export && !w.flight_recorder {
-        true => Some(
-            TraceDir::with_metadata(&w.output, &metadata)
-                .map_err(|e| format!("creating the trace {}: {e}", w.output.display()))?,
-        ),
-        false => None,
-    };
+    let output = w.output.as_deref();
+    let mut trace = output
+        .filter(|_| !w.flight_recorder)
+        .map(|out| {
+            TraceDir::with_metadata(out, &metadata)
+                .map_err(|e| format!("creating the trace {}: {e}", out.display()))
+        })
+        .transpose()?;
 
     let stop_consumer = AtomicBool::new(false);
     let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -278,20 +291,15 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         }
         let session = match trace.as_mut() {
             Some(trace) => {
-                let spawned = std::thread::Builder::new().spawn_scoped(s, || {
+                let (consumer, stop) = (&consumer, &stop_consumer);
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                     let options = SessionOptions {
                         live_period: Some(w.live),
                         ..SessionOptions::default()
                     };
-                    session::run(
-                        &consumer,
-                        trace,
-                        &options,
-                        || stop_consumer.load(Ordering::Acquire),
-                        |_| {},
-                        subbuf,
-                    )
-                    .map_err(|e| format!("exporting into {}: {e}", w.output.display()))
+                    let stop = || stop.load(Ordering::Acquire);
+                    session::run(consumer, trace, &options, stop, |_| {}, subbuf)
+                        .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
                 });
                 match spawned {
                     Ok(handle) => Some(handle),
@@ -311,9 +319,9 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
             std::thread::sleep(
                 Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
             );
-            if signals::take_snapshot_request() {
+            if let (true, Some(base)) = (signals::take_snapshot_request(), output) {
                 snapshots += 1;
-                let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", w.output.display()));
+                let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", base.display()));
                 shown.end();
                 match snapshot_to_dir(&consumer, &dir, subbuf) {
                     Ok(st) => {
@@ -351,11 +359,10 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         }
         Ok((exported, start))
     })?;
-    let exported = if w.flight_recorder && w.export {
-        snapshot_to_dir(&consumer, &w.output, subbuf)
-            .map_err(|e| format!("writing the snapshot {}: {e}", w.output.display()))?
-    } else {
-        exported
+    let exported = match output.filter(|_| w.flight_recorder) {
+        Some(out) => snapshot_to_dir(&consumer, out, subbuf)
+            .map_err(|e| format!("writing the snapshot {}: {e}", out.display()))?,
+        None => exported,
     };
     summary::print(&summary::Run {
         stats: &channel.stats(),
@@ -363,7 +370,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         attempted: attempted.into_inner(),
         committed: committed.into_inner(),
         elapsed: start.elapsed(),
-        trace: w.export.then_some((w.output.as_path(), exported)),
+        trace: output.map(|out| (out, exported)),
         snapshots: (snapshots, snapshot_packets),
         flight_recorder: w.flight_recorder,
     });

@@ -36,7 +36,8 @@ fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 4] {
             "lost_full",
             s.lost_full,
             "events dropped because the buffer was full: its reader was behind the \
-             writers (lower --rate, or use more or larger sub-buffers)",
+             writers, or there was none (--no-export); lower --rate, or use more or \
+             larger sub-buffers",
         ),
         (
             "lost_wrap",
@@ -133,7 +134,10 @@ fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
         parts.push(format!("{overwritten} overwritten before anyone read them"));
     }
     if written > accounted {
-        parts.push(format!("{} never read", written - accounted));
+        parts.push(format!(
+            "{} left unread in the buffers",
+            written - accounted
+        ));
     }
     say!("packets: {written} written = {}", parts.join(" + "));
     if overwritten > 0 {
