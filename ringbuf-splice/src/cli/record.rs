@@ -189,6 +189,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     record(&w, config, buffer_dir.as_deref())
 }
 
+type Channel = PerCpuChannel<Ctf, TraceClock>;
+type Consumer = PerCpuConsumer<Ctf, TraceClock>;
+
 fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(), String> {
     // First: a Ctrl-C during the setup must end the run through its normal end too.
     signals::stop_on_sigint();
@@ -247,7 +250,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     // The live export's trace, created before anything runs (a flight recorder
     // writes its trace at the end, as a snapshot).
     let output = w.output.as_deref();
-    let mut trace = output
+    let trace = output
         .filter(|_| !w.flight_recorder)
         .map(|out| {
             TraceDir::with_metadata(out, &metadata)
@@ -255,123 +258,20 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         })
         .transpose()?;
 
-    let stop_consumer = AtomicBool::new(false);
-    let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let subbuf = config.subbuf_size as usize;
-    // SIGUSR1 snapshots: how many, and the packets they took.
-    let (mut snapshots, mut snapshot_packets) = (0, 0);
-    // Writers wait at this gate until every thread is started: a thousand
-    // threads spawned while the first ones already spin would starve the
-    // spawning thread (and the exporter) for seconds.
-    let gate = RwLock::new(());
-    // When the gate opened: the writers' and the main thread's common start.
-    let begin = OnceLock::new();
-    let (exported, start) = std::thread::scope(|s| -> Result<(SessionStats, Instant), String> {
-        let closed = gate
-            .write()
-            .expect("not poisoned: nobody panics holding it");
-        let mut writers = Vec::with_capacity(w.threads as usize);
-        for thread in 0..w.threads {
-            let (channel, gate, begin, attempted, committed) =
-                (&channel, &gate, &begin, &attempted, &committed);
-            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                drop(gate.read());
-                // Set before the gate opened (the lock orders it before us); unset
-                // only when spawning failed and nothing is to be written.
-                if let Some(&start) = begin.get() {
-                    writer(channel, thread, w, start, attempted, committed)
-                }
-            });
-            match spawned {
-                Ok(handle) => writers.push(handle),
-                // The ones started pass the gate when it drops, find no start
-                // time and return.
-                Err(e) => return Err(format!("starting writer thread {thread}: {e}")),
-            }
-        }
-        let session = match trace.as_mut() {
-            Some(trace) => {
-                let (consumer, stop) = (&consumer, &stop_consumer);
-                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                    let options = SessionOptions {
-                        live_period: Some(w.live),
-                        ..SessionOptions::default()
-                    };
-                    let stop = || stop.load(Ordering::Acquire);
-                    session::run(consumer, trace, &options, stop, |_| {}, subbuf)
-                        .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
-                });
-                match spawned {
-                    Ok(handle) => Some(handle),
-                    Err(e) => return Err(format!("starting the exporter thread: {e}")),
-                }
-            }
-            None => None,
-        };
-        let start = *begin.get_or_init(Instant::now);
-        drop(closed);
-        let mut last = (Instant::now(), 0u64, 0u64);
-        let mut shown = Progress::new();
-        // Until the end, a stop request, or an exporter that gave up (its error is
-        // reported below).
-        let exporting = || session.as_ref().is_none_or(|h| !h.is_finished());
-        while start.elapsed() < w.duration && !signals::stop_requested() && exporting() {
-            std::thread::sleep(
-                Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
-            );
-            if let (true, Some(base)) = (signals::take_snapshot_request(), output) {
-                snapshots += 1;
-                let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", base.display()));
-                shown.end();
-                match snapshot_to_dir(&consumer, &dir, subbuf) {
-                    Ok(st) => {
-                        snapshot_packets += st.packets;
-                        tell!("snapshot {}: {} packets", dir.display(), st.packets)
-                    }
-                    Err(e) => tell!("snapshot {} failed: {e}", dir.display()),
-                }
-            }
-            if last.0.elapsed() >= Duration::from_secs(1) {
-                last = progress(
-                    &mut shown,
-                    &channel.stats(),
-                    &committed,
-                    last,
-                    start.elapsed(),
-                );
-            }
-        }
-        shown.end();
-        signals::request_stop();
-        let writers_done = writers.into_iter().all(|h| h.join().is_ok());
-        // End every stream with a packet carrying the final count, then let the
-        // exporter take it (and everything before it).
-        flush(&channel);
-        stop_consumer.store(true, Ordering::Release);
-        let exported = match session {
-            Some(session) => session
-                .join()
-                .map_err(|_| "the exporter thread panicked".to_string())??,
-            None => SessionStats::default(),
-        };
-        if !writers_done {
-            return Err("a writer thread panicked".into());
-        }
-        Ok((exported, start))
-    })?;
+    let ran = run_threads(w, &channel, &consumer, trace)?;
     let exported = match output.filter(|_| w.flight_recorder) {
-        Some(out) => snapshot_to_dir(&consumer, out, subbuf)
+        Some(out) => snapshot_to_dir(&consumer, out, config.subbuf_size as usize)
             .map_err(|e| format!("writing the snapshot {}: {e}", out.display()))?,
-        None => exported,
+        None => ran.exported,
     };
     summary::print(&summary::Run {
         stats: &channel.stats(),
         config,
-        attempted: attempted.into_inner(),
-        committed: committed.into_inner(),
-        elapsed: start.elapsed(),
+        attempted: ran.attempted,
+        committed: ran.committed,
+        elapsed: ran.start.elapsed(),
         trace: output.map(|out| (out, exported)),
-        snapshots: (snapshots, snapshot_packets),
+        snapshots: ran.snapshots,
         flight_recorder: w.flight_recorder,
     });
     if let Some(path) = channel.path() {
@@ -388,10 +288,159 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
     Ok(())
 }
 
-/// One writer thread: events at the requested rate for `w.duration`, or until a
-/// stop is requested.
-fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
-    channel: &PerCpuChannel<K, T>,
+/// What the writer and exporter threads did.
+struct Ran {
+    /// When the writers started.
+    start: Instant,
+    /// Events the writers tried to write.
+    attempted: u64,
+    /// Events written.
+    committed: u64,
+    /// What the live export exported.
+    exported: SessionStats,
+    /// SIGUSR1 snapshots taken, and the packets they took.
+    snapshots: (u32, u64),
+}
+
+/// Runs the writers (and the live export into `trace`, if any) until the end of
+/// `--duration` or a stop request, then ends every stream with a final packet.
+fn run_threads(
+    w: &Workload,
+    channel: &Channel,
+    consumer: &Consumer,
+    trace: Option<TraceDir>,
+) -> Result<Ran, String> {
+    let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let stop_exporter = AtomicBool::new(false);
+    // Writers wait at this gate until every thread is started: a thousand
+    // threads spawned while the first ones already spin would starve the
+    // spawning thread (and the exporter) for seconds.
+    let gate = RwLock::new(());
+    // When the gate opened: the writers' and the main thread's common start.
+    let begin = OnceLock::new();
+    std::thread::scope(|s| {
+        let closed = gate
+            .write()
+            .expect("not poisoned: nobody panics holding it");
+        let mut writers = Vec::with_capacity(w.threads as usize);
+        for thread in 0..w.threads {
+            let (gate, begin, attempted, committed) = (&gate, &begin, &attempted, &committed);
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                drop(gate.read());
+                // Set before the gate opened (the lock orders it before us); unset
+                // only when spawning failed and nothing is to be written.
+                if let Some(&start) = begin.get() {
+                    writer(channel, thread, w, start, attempted, committed)
+                }
+            });
+            match spawned {
+                Ok(handle) => writers.push(handle),
+                // The ones started pass the gate when it drops, find no start
+                // time and return.
+                Err(e) => return Err(format!("starting writer thread {thread}: {e}")),
+            }
+        }
+        let exporter = match trace {
+            Some(mut trace) => {
+                let stop = || stop_exporter.load(Ordering::Acquire);
+                let options = SessionOptions {
+                    live_period: Some(w.live),
+                    ..SessionOptions::default()
+                };
+                let subbuf = consumer.subbuf_size() as usize;
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                    session::run(consumer, &mut trace, &options, stop, |_| {}, subbuf)
+                        .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
+                });
+                match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(e) => return Err(format!("starting the exporter thread: {e}")),
+                }
+            }
+            None => None,
+        };
+        let start = *begin.get_or_init(Instant::now);
+        drop(closed);
+        // Until the end, a stop request, or an exporter that gave up (its error is
+        // reported below).
+        let exporting = || exporter.as_ref().is_none_or(|h| !h.is_finished());
+        let snapshots = wait_for_the_end(w, start, channel, consumer, &committed, exporting);
+        signals::request_stop();
+        let writers_done = writers.into_iter().all(|h| h.join().is_ok());
+        // End every stream with a packet carrying the final count, then let the
+        // exporter take it (and everything before it). A full discard-mode buffer
+        // has room for it only once read: worth waiting for if a reader may come
+        // (the exporter, or another process on a file channel).
+        let reader = exporter.as_ref().is_some_and(|h| !h.is_finished());
+        flush(channel, reader || channel.path().is_some());
+        stop_exporter.store(true, Ordering::Release);
+        let exported = match exporter {
+            Some(exporter) => exporter
+                .join()
+                .map_err(|_| "the exporter thread panicked".to_string())??,
+            None => SessionStats::default(),
+        };
+        if !writers_done {
+            return Err("a writer thread panicked".into());
+        }
+        Ok(Ran {
+            start,
+            attempted: attempted.load(Ordering::Relaxed),
+            committed: committed.load(Ordering::Relaxed),
+            exported,
+            snapshots,
+        })
+    })
+}
+
+/// The main thread while the writers run: progress once a second, SIGUSR1
+/// snapshots, until the end of `--duration`, a stop request, or `going()` turns
+/// false. Returns the snapshots taken and the packets they took.
+fn wait_for_the_end(
+    w: &Workload,
+    start: Instant,
+    channel: &Channel,
+    consumer: &Consumer,
+    committed: &AtomicU64,
+    going: impl Fn() -> bool,
+) -> (u32, u64) {
+    let (mut snapshots, mut snapshot_packets) = (0, 0);
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut shown = Progress::new();
+    while start.elapsed() < w.duration && !signals::stop_requested() && going() {
+        std::thread::sleep(
+            Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
+        );
+        if let (true, Some(base)) = (signals::take_snapshot_request(), &w.output) {
+            snapshots += 1;
+            let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", base.display()));
+            shown.end();
+            match snapshot_to_dir(consumer, &dir, consumer.subbuf_size() as usize) {
+                Ok(st) => {
+                    snapshot_packets += st.packets;
+                    tell!("snapshot {}: {} packets", dir.display(), st.packets)
+                }
+                Err(e) => tell!("snapshot {} failed: {e}", dir.display()),
+            }
+        }
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            last = progress(
+                &mut shown,
+                &channel.stats(),
+                committed,
+                last,
+                start.elapsed(),
+            );
+        }
+    }
+    shown.end();
+    (snapshots, snapshot_packets)
+}
+
+/// One writer thread: events at the requested rate from `start` for
+/// `w.duration`, or until a stop is requested.
+fn writer(
+    channel: &Channel,
     thread: u32,
     w: &Workload,
     start: Instant,
@@ -413,10 +462,12 @@ fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
             if now >= w.duration {
                 break;
             }
-            let due = Duration::from_secs_f64(seq as f64 / w.rate.max(1) as f64);
-            if w.rate > 0 && due > now {
-                std::thread::sleep((due - now).min(SLICE));
-                continue;
+            if w.rate > 0 {
+                let due = Duration::from_secs_f64(seq as f64 / w.rate as f64);
+                if due > now {
+                    std::thread::sleep((due - now).min(SLICE));
+                    continue;
+                }
             }
         }
         let values = [Value::U64(seq), Value::U32(thread), Value::Bytes(&payload)];
@@ -434,13 +485,14 @@ fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
 }
 
 /// Ends every stream with a packet carrying the final discarded count; in
-/// discard mode a full buffer must first be drained by the consumer, so each
-/// buffer is retried (alone: a flushed one must not get a second final packet).
-fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChannel<K, T>) {
+/// discard mode a full buffer must first be drained by a reader, so with `wait`
+/// each buffer is retried for a while (alone: a flushed one must not get a
+/// second final packet).
+fn flush(channel: &Channel, wait: bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for (cpu, buffer) in channel.buffers().iter().enumerate() {
         while let Err(e) = buffer.switch(Switch::Flush) {
-            if Instant::now() > deadline {
+            if !wait || Instant::now() > deadline {
                 tell!("warning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
                 break;
             }
@@ -449,6 +501,8 @@ fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChanne
     }
 }
 
+/// Shows the event and byte rates since `last` (when, events, bytes); returns
+/// the new `last`.
 fn progress(
     shown: &mut Progress,
     stats: &[Stats],
