@@ -22,6 +22,10 @@ ringbuf consume: attach to the file-backed buffers of another process (e.g.
 `ringbuf record --buffer-dir DIR`) and export them live into a trace directory,
 until the producer exits, --duration passes, or Ctrl-C (or SIGTERM).
 
+Per-CPU and per-thread channels alike. The open packets of a per-CPU channel
+are closed every --live-ms; a per-thread channel's are never (a consumer must
+not write to it): only its full packets and those its threads closed are read.
+
 Options:
   --path FILE        the channel file (required)
   --output DIR       trace directory to create (required)
@@ -31,7 +35,10 @@ Options:
 
 pub const SNAPSHOT_HELP: &str = "\
 ringbuf snapshot: write the current content of another process's buffers
-(flight recorder) as a trace directory, while it keeps writing.
+(flight recorder) as a trace directory, while it keeps writing. A snapshot takes
+the packets it exports: the next one starts after them. Per-CPU and per-thread
+channels alike (of a per-thread one, the full packets and those its threads
+closed).
 
 Options:
   --path FILE        the channel file (required)
@@ -48,7 +55,8 @@ Options:
 ";
 
 pub const STAT_HELP: &str = "\
-ringbuf stat: per-CPU counters of a channel: written, read, lost by cause.
+ringbuf stat: the counters of every buffer of a channel (one per CPU, or per
+thread): packets written and read, events lost by cause, packets overwritten.
 
 Options:
   --path FILE        the channel file (required)
@@ -110,10 +118,11 @@ pub fn consume(args: &[String]) -> Result<(), String> {
     let duration = a.seconds("duration")?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
     let (path, output) = (a.file("path")?, a.new_path("output")?);
-    let consumer = attach(&path)?;
-    with_consumer!(consumer, |c| consume_from(
-        &c, &path, &output, duration, live
-    ))
+    // Before anything is attached or created: a Ctrl-C now ends the run normally.
+    signals::stop_on_sigint();
+    with_consumer!(attach(&path)?, |c| {
+        consume_from(&c, &path, &output, duration, live)
+    })
 }
 
 fn consume_from<W: Word>(
@@ -126,7 +135,6 @@ fn consume_from<W: Word>(
     per_thread_note(consumer);
     let mut trace = TraceDir::with_metadata(output, consumer.metadata())
         .map_err(|e| format!("creating the trace {}: {e}", output.display()))?;
-    signals::stop_on_sigint();
     let start = Instant::now();
     let pid = consumer.producer_pid();
     let options = SessionOptions {
