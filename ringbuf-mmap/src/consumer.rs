@@ -399,9 +399,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             }
         }
     }
-}
 
-impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
     /// Closes every buffer's open packet so it can be read (live mode: call it
     /// periodically); returns whether it did. Only on per-CPU (shared-flavour)
     /// channels, where the consumer is one more writer, which that flavour allows.
