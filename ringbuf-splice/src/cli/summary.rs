@@ -73,17 +73,17 @@ pub fn print(run: &Run<'_>) {
             st.lost_nested,
         );
     }
-    let total = run.stats.iter().fold(Stats::default(), |mut t, st| {
-        t.write += st.write.div_ceil(s);
-        t.overrun += st.overrun;
+    let written = run.stats.iter().map(|st| st.write.div_ceil(s)).sum();
+    let overwritten = run.stats.iter().map(|st| st.overrun).sum();
+    packets(run, written, overwritten);
+    let losses = run.stats.iter().fold(Stats::default(), |mut t, st| {
         t.lost_full += st.lost_full;
         t.lost_wrap += st.lost_wrap;
         t.lost_big += st.lost_big;
         t.lost_nested += st.lost_nested;
         t
     });
-    packets(run, total.write, total.overrun);
-    let lost = total.events_discarded();
+    let lost = losses.events_discarded();
     say!(
         "attempted {} events, committed {}, lost {lost} (dropped, never written)",
         run.attempted,
@@ -97,7 +97,7 @@ pub fn print(run: &Run<'_>) {
     if lost == 0 {
         say!("no event lost");
     }
-    for (name, value, meaning) in counters(&total) {
+    for (name, value, meaning) in counters(&losses) {
         if value > 0 {
             say!("  {name} {value}: {meaning}");
         }
@@ -108,7 +108,7 @@ pub fn print(run: &Run<'_>) {
 }
 
 /// Where the `written` packets went: each one is in the trace, in a SIGUSR1
-/// snapshot, overwritten, or still unread.
+/// snapshot, overwritten, or left to other readers.
 fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
     let (snapshots, in_snapshots) = run.snapshots;
     let mut parts = Vec::new();
@@ -134,10 +134,12 @@ fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
         parts.push(format!("{overwritten} overwritten before anyone read them"));
     }
     if written > accounted {
-        parts.push(format!(
-            "{} left unread in the buffers",
-            written - accounted
-        ));
+        let rest = written - accounted;
+        parts.push(match run.trace {
+            None => format!("{rest} left to other readers (--no-export)"),
+            // Only when a final flush failed (a warning said so).
+            Some(_) => format!("{rest} not exported"),
+        });
     }
     say!("packets: {written} written = {}", parts.join(" + "));
     if overwritten > 0 {
