@@ -26,7 +26,9 @@ Commands:
   consume    attach to the buffers of another process and export them live
   snapshot   dump the current content of another process's buffers
   recover    turn the buffer file of a crashed producer into a trace
-  stat       per-CPU counters of a channel: written, read, lost by cause
+  stat       the counters of a channel's buffers: written, read, lost by cause
+
+consume, snapshot, recover and stat read per-CPU and per-thread channels.
 
 Traces are CTF 1.8 directories: read them with `babeltrace2 DIR`.
 ";
