@@ -1,6 +1,8 @@
 //! The `ringbuf` CLI end to end, with real processes and babeltrace2: record,
 //! consume from another process, snapshot while writing, flight recorder, recover
-//! after SIGKILL, stat, and argument errors.
+//! after SIGKILL, stat, per-thread channels, and what a user trips on: hostile
+//! arguments, errors without their path, Ctrl-C, a closed pipe, the end of
+//! --duration, leftover files, losses at the default rate and their explanation.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
