@@ -200,34 +200,49 @@ fn packet_parts(stdout: &str) -> (u64, Vec<(u64, String)>) {
     (written.parse().unwrap(), parts)
 }
 
-/// Waits until process `pid` catches `signal`.
-fn wait_for_handler(pid: u32, signal: libc::c_int) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let caught = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
-            .unwrap();
-        if caught & 1 << (signal - 1) != 0 {
-            return;
+/// The stderr lines of a child, as they come.
+fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            if send.send(line.unwrap()).is_err() {
+                break;
+            }
         }
-        assert!(Instant::now() < deadline, "signal {signal} never caught");
-        std::thread::sleep(Duration::from_millis(5));
+    });
+    receive
+}
+
+/// Waits for the next line of `lines` that `wanted` accepts, and returns it.
+fn next_line(lines: &std::sync::mpsc::Receiver<String>, wanted: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).expect("a line");
+        if wanted(&line) {
+            return line;
+        }
     }
+}
+
+/// Whether `line` is a progress line of `record` showing events committed.
+fn writing(line: &str) -> bool {
+    let rate = line
+        .split("]")
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next());
+    rate.and_then(|r| r.parse::<f64>().ok())
+        .is_some_and(|r| r > 0.0)
 }
 
 #[test]
 fn a_flight_recorder_snapshots_on_sigusr1_and_accounts_for_every_packet() {
     let dir = temp_dir("flight");
     let out = dir.join("trace");
-    let child = Command::new(RINGBUF)
+    let mut child = Command::new(RINGBUF)
         .args([
             "record",
             "--flight-recorder",
             "--duration",
-            "1.5",
+            "60",
             "--output",
         ])
         .arg(&out)
@@ -235,20 +250,28 @@ fn a_flight_recorder_snapshots_on_sigusr1_and_accounts_for_every_packet() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_handler(child.id(), libc::SIGUSR1);
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) };
-    let output = child.wait_with_output().unwrap();
-    let stdout = ok(&output);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let begin = Instant::now();
+    let lines = lines_of(child.stderr.take().unwrap());
+    // Steps that wait for what they need, not for time: events written, a
+    // snapshot of them, more events written (twice a whole progress interval
+    // after the snapshot), then Ctrl-C.
+    let signal = |signal| {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    };
+    next_line(&lines, writing);
+    signal(libc::SIGUSR1);
     let snap = PathBuf::from(format!("{}-snapshot-1", out.display()));
-    assert!(snap.join("metadata").exists(), "{stdout}");
-    let snapped: u64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("snapshot {}: ", snap.display())))
+    let said = format!("snapshot {}: ", snap.display());
+    let snapped: u64 = next_line(&lines, |l| l.starts_with(&said))
+        .strip_prefix(&said)
         .and_then(|l| l.strip_suffix(" packets")?.parse().ok())
-        .expect(&stderr);
+        .unwrap();
+    next_line(&lines, writing);
+    next_line(&lines, writing);
+    signal(libc::SIGINT);
+    let stdout = ok(&child.wait_with_output().unwrap());
+    assert!(begin.elapsed() < Duration::from_secs(60), "not stopped");
     // Every packet written is in the final snapshot, in the SIGUSR1 one, or was
     // overwritten (the summary said "lost 0" next to overrun packets, and
     // "packets 355" next to "exported 17 packets").
@@ -260,7 +283,6 @@ fn a_flight_recorder_snapshots_on_sigusr1_and_accounts_for_every_packet() {
     };
     assert_eq!(part("in 1 SIGUSR1 snapshots"), snapped, "{stdout}");
     let final_packets = part("in the final snapshot");
-    assert!(final_packets > 0, "{stdout}");
     let overwritten_column: u64 = stdout
         .lines()
         .skip_while(|l| !l.starts_with("cpu "))
@@ -268,6 +290,10 @@ fn a_flight_recorder_snapshots_on_sigusr1_and_accounts_for_every_packet() {
         .map_while(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
         .sum();
     assert_eq!(part("overwritten"), overwritten_column, "{stdout}");
+    assert!(
+        stdout.contains("written after the last SIGUSR1 snapshot"),
+        "{stdout}"
+    );
     if let (Some(mid), Some(end)) = (babeltrace_counts(&snap), babeltrace_counts(&out)) {
         assert_eq!((mid.packets, end.packets), (snapped, final_packets));
         assert!(mid.events > 0 && end.events > 0, "{mid:?} {end:?}");
@@ -640,7 +666,14 @@ fn ctrl_c_ends_a_recording_through_its_normal_end() {
     let begin = Instant::now();
     // Recording for real: the exporter wrote packets.
     let deadline = begin + Duration::from_secs(30);
-    while !trace.join("stream_0").exists() && !trace.join("stream_1").exists() {
+    let exported = || {
+        let entries = std::fs::read_dir(&trace).into_iter().flatten().flatten();
+        let stream = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().starts_with("stream_");
+        entries
+            .filter(stream)
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    };
+    while !exported() {
         assert!(Instant::now() < deadline, "no packet exported");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -650,6 +683,7 @@ fn ctrl_c_ends_a_recording_through_its_normal_end() {
     assert!(begin.elapsed() < Duration::from_secs(30), "not stopped");
     let (attempted, committed, lost) = counts(&stdout);
     assert_eq!(attempted, committed + lost, "{stdout}");
+    assert!(committed > 0, "{stdout}");
     if let Some(read) = babeltrace_counts(&trace) {
         // Flushed and exported whole: every committed event, every loss counted.
         assert_eq!(read.events, committed, "{stdout}");
