@@ -12,7 +12,10 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use ringbuf_core::{Buffer, Client, Clock, LocalWord, ReadError, Region, SharedWord, Switch, Word};
+use ringbuf_core::{
+    Buffer, Client, Clock, Flavour, LocalWord, ReadError, Region, RegionError, SharedWord, Switch,
+    Word,
+};
 
 use crate::backing::Shm;
 use crate::channel::{self, ChannelError, ChannelHeader};
@@ -140,7 +143,8 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         for index in 0..header.buffers {
             // SAFETY: the mapping is kept in `self` after the buffers (drop order);
             // the layout was checked against the file. For local-flavour buffers the
-            // consumer never writes (no switch is exposed for them).
+            // consumer never writes writer words (`switch_all` skips them; the reader
+            // words it writes are full atomics in both flavours).
             let region = unsafe { channel::attach_region::<W>(&shm, &layout, format, index)? };
             // Each region validates itself, but the channel header's sub-buffer size
             // sizes `drain`'s copies: a region of another geometry would yield
@@ -395,17 +399,22 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             }
         }
     }
-}
 
-impl<K: Client, T: Clock> Consumer<SharedWord, K, T> {
     /// Closes every buffer's open packet so it can be read (live mode: call it
-    /// periodically). Only for shared-flavour (per-CPU) channels: the consumer is
-    /// then one more writer, which that flavour allows.
-    pub fn switch_all(&self, kind: Switch) {
+    /// periodically); returns whether it did. Only on per-CPU (shared-flavour)
+    /// channels, where the consumer is one more writer, which that flavour allows.
+    /// A per-thread channel's buffers are never written by a consumer (the local
+    /// flavour's contract: all writers on one CPU at a time), so there it does
+    /// nothing and returns false: only full packets, and those the owning thread
+    /// switched, can be read while the channel is written.
+    pub fn switch_all(&self, kind: Switch) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
+        if W::FLAVOUR != Flavour::Shared {
+            return false;
+        }
         // Relaxed: as in `drain`.
         if self.truncated.load(Relaxed) {
-            return;
+            return false;
         }
         // Switching writes the region: a truncated file raises SIGBUS.
         let watch = guard::watch(&self.shm);
@@ -414,6 +423,41 @@ impl<K: Client, T: Clock> Consumer<SharedWord, K, T> {
         }
         if watch.truncated() {
             self.truncated.store(true, Relaxed);
+        }
+        true
+    }
+}
+
+/// A consumer of a file-backed channel of either kind: reading does not depend on
+/// the writers' flavour, which [`AnyConsumer::attach_path`] reads from the
+/// channel's regions. Match on it to use the consumer inside.
+pub enum AnyConsumer<K: Client, T: Clock> {
+    /// A per-CPU channel's (shared flavour).
+    PerCpu(PerCpuConsumer<K, T>),
+    /// A per-thread channel's (local flavour): see [`Consumer::switch_all`].
+    PerThread(PerThreadConsumer<K, T>),
+}
+
+impl<K: Client, T: Clock> AnyConsumer<K, T> {
+    /// Attaches to the file-backed channel at `path`, per-CPU or per-thread (as
+    /// [`Consumer::attach_path`]).
+    pub fn attach_path(
+        path: &Path,
+        format: u32,
+        mut client: impl FnMut(u32) -> K,
+        mut clock: impl FnMut(u32) -> T,
+    ) -> Result<Self, ChannelError> {
+        // Each region's header names its flavour; attaching with the other one is
+        // refused before anything else is done with it.
+        match PerCpuConsumer::attach_path(path, format, &mut client, &mut clock) {
+            Err(ChannelError::Region {
+                error:
+                    RegionError::FlavourMismatch {
+                        region: Flavour::Local,
+                    },
+                ..
+            }) => PerThreadConsumer::attach_path(path, format, client, clock).map(Self::PerThread),
+            other => other.map(Self::PerCpu),
         }
     }
 }

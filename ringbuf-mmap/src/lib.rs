@@ -3,7 +3,8 @@
 //! * [`PerCpuChannel`] / [`PerThreadChannel`]: a channel of buffers in a memfd or a
 //!   file, written from any thread and from signal handlers;
 //! * [`Consumer`]: another process attaches by path or descriptor and reads packets,
-//!   treating the memory as hostile;
+//!   treating the memory as hostile ([`AnyConsumer`] when the channel may be of
+//!   either kind);
 //! * [`ChannelImage::recover`]: the packets a dead producer left in its file;
 //! * [`clock`]: trace clocks (`CLOCK_MONOTONIC`, the calibrated TSC).
 
@@ -21,7 +22,8 @@ pub use channel::{
     check_metadata, ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION,
 };
 pub use consumer::{
-    ConsumeError, Consumer, ExportError, ExportedPacket, PerCpuConsumer, PerThreadConsumer,
+    AnyConsumer, ConsumeError, Consumer, ExportError, ExportedPacket, PerCpuConsumer,
+    PerThreadConsumer,
 };
 pub use producer::{
     current_cpu, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions, NoFreeSlot,

@@ -1,12 +1,16 @@
 //! The consumer loop of a whole channel: wait for wakeups, export every CPU's
 //! packets into a trace directory with zero user-space copies, switch idle buffers
 //! periodically (live mode), and export what is left when stopped.
+//!
+//! Per-CPU and per-thread channels alike; a per-thread channel's open packets are
+//! never switched by a consumer (see [`Consumer::switch_all`]), so only its full
+//! packets, and those its threads switched, are exported.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use ringbuf_core::{Client, Clock, Switch};
-use ringbuf_mmap::{ExportError, PerCpuConsumer};
+use ringbuf_core::{Client, Clock, Switch, Word};
+use ringbuf_mmap::{Consumer, ExportError};
 
 use crate::export::Splicer;
 use crate::trace_dir::{TraceDir, TraceError};
@@ -60,8 +64,8 @@ impl std::fmt::Display for SessionError {
 impl std::error::Error for SessionError {}
 
 /// Exports every complete packet of every CPU of `consumer` into `trace` now.
-pub fn export_all<K: Client, T: Clock>(
-    consumer: &PerCpuConsumer<K, T>,
+pub fn export_all<W: Word, K: Client, T: Clock>(
+    consumer: &Consumer<W, K, T>,
     trace: &mut TraceDir,
     splicer: &mut Splicer,
     stats: &mut SessionStats,
@@ -72,8 +76,8 @@ pub fn export_all<K: Client, T: Clock>(
 /// Exports each CPU's packets into its stream file with splice (a failed packet
 /// leaves nothing in the file); with `snapshot`, only those complete when each CPU's
 /// export began.
-pub(crate) fn export_each<K: Client, T: Clock>(
-    consumer: &PerCpuConsumer<K, T>,
+pub(crate) fn export_each<W: Word, K: Client, T: Clock>(
+    consumer: &Consumer<W, K, T>,
     trace: &mut TraceDir,
     splicer: &mut Splicer,
     stats: &mut SessionStats,
@@ -102,8 +106,8 @@ pub(crate) fn export_each<K: Client, T: Clock>(
 
 /// Runs until `stop()` says so, then closes the open packets and exports the
 /// rest. `progress` is called about once a second.
-pub fn run<K: Client, T: Clock>(
-    consumer: &PerCpuConsumer<K, T>,
+pub fn run<W: Word, K: Client, T: Clock>(
+    consumer: &Consumer<W, K, T>,
     trace: &mut TraceDir,
     options: &SessionOptions,
     mut stop: impl FnMut() -> bool,

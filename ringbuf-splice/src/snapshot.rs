@@ -1,26 +1,26 @@
 //! Snapshots: the current flight-recorder content of every CPU, as a trace
 //! directory, while writers keep running.
 //!
-//! Every buffer's open packet is closed first (`switch(Active)`), then each CPU's
-//! packets that were complete at that moment are exported, oldest first. Writers
-//! go on meanwhile: the reader swaps its spare sub-buffer in for each packet it
-//! takes, so every exported packet is whole and immutable; a packet overwritten
-//! before the snapshot reached it is a `packet_seq_num` gap (babeltrace2 reports
-//! "discarded N packets"). A snapshot takes the packets it exports: the next one
-//! starts after them.
+//! Every buffer's open packet is closed first (`switch(Active)`; per-CPU channels
+//! only, see [`Consumer::switch_all`]), then each CPU's packets that were complete
+//! at that moment are exported, oldest first. Writers go on meanwhile: the reader
+//! swaps its spare sub-buffer in for each packet it takes, so every exported packet
+//! is whole and immutable; a packet overwritten before the snapshot reached it is a
+//! `packet_seq_num` gap (babeltrace2 reports "discarded N packets"). A snapshot
+//! takes the packets it exports: the next one starts after them.
 
 use std::path::Path;
 
-use ringbuf_core::{Client, Clock, Switch};
-use ringbuf_mmap::PerCpuConsumer;
+use ringbuf_core::{Client, Clock, Switch, Word};
+use ringbuf_mmap::Consumer;
 
 use crate::export::Splicer;
 use crate::session::{export_each, SessionError, SessionStats};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// Writes a snapshot of `consumer`'s channel to the new directory `out`.
-pub fn snapshot_to_dir<K: Client, T: Clock>(
-    consumer: &PerCpuConsumer<K, T>,
+pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
+    consumer: &Consumer<W, K, T>,
     out: &Path,
     subbuf_size: usize,
 ) -> Result<SessionStats, SessionError> {

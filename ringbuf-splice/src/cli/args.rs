@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Parsed flags of one subcommand.
 pub struct Args {
@@ -73,6 +74,23 @@ impl Args {
         }
     }
 
+    /// A positive number of seconds (fractions allowed), `None` when absent.
+    pub fn seconds(&self, name: &str) -> Result<Option<Duration>, ArgError> {
+        let Some(v) = self.values.get(name) else {
+            return Ok(None);
+        };
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ArgError(format!(
+                    "--{name}: invalid value {v:?} (a positive number of seconds below 2^64)"
+                ))
+            })
+    }
+
     /// A required path.
     pub fn path(&self, name: &str) -> Result<PathBuf, ArgError> {
         self.values
@@ -84,6 +102,46 @@ impl Args {
     /// An optional path.
     pub fn opt_path(&self, name: &str) -> Option<PathBuf> {
         self.values.get(name).map(PathBuf::from)
+    }
+
+    /// A required path to create: it must not exist yet.
+    pub fn new_path(&self, name: &str) -> Result<PathBuf, ArgError> {
+        let path = self.path(name)?;
+        match path.symlink_metadata() {
+            Ok(_) => Err(ArgError(format!(
+                "--{name} {}: already exists",
+                path.display()
+            ))),
+            Err(_) => Ok(path),
+        }
+    }
+
+    /// A required path to an existing file (not a directory).
+    pub fn file(&self, name: &str) -> Result<PathBuf, ArgError> {
+        let path = self.path(name)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Err(ArgError(format!(
+                "--{name} {}: a directory, not a file",
+                path.display()
+            ))),
+            Ok(_) => Ok(path),
+            Err(e) => Err(ArgError(format!("--{name} {}: {e}", path.display()))),
+        }
+    }
+
+    /// An optional path to an existing directory.
+    pub fn opt_dir(&self, name: &str) -> Result<Option<PathBuf>, ArgError> {
+        let Some(path) = self.opt_path(name) else {
+            return Ok(None);
+        };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(Some(path)),
+            Ok(_) => Err(ArgError(format!(
+                "--{name} {}: not a directory",
+                path.display()
+            ))),
+            Err(e) => Err(ArgError(format!("--{name} {}: {e}", path.display()))),
+        }
     }
 
     /// Whether a switch is on.
@@ -112,6 +170,8 @@ impl FromStr for Size {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -138,5 +198,37 @@ mod tests {
         let a = Args::parse(&strings(&["--n", "x"]), &["n"], &[]).unwrap();
         assert_eq!(a.get("n", 0u32).unwrap_err().0, "--n: invalid value \"x\"");
         assert_eq!("3G".parse::<Size>(), Ok(Size(3 << 30)));
+        let dir = std::env::temp_dir();
+        let file = std::env::current_exe().unwrap();
+        let paths = |v: &Path| {
+            let v = v.to_str().unwrap();
+            Args::parse(&strings(&["--p", v]), &["p"], &[]).unwrap()
+        };
+        let missing = dir.join("ringbuf-args-test-missing");
+        assert_eq!(paths(&missing).new_path("p").unwrap(), missing);
+        let e = paths(&dir).new_path("p").unwrap_err().0;
+        assert_eq!(e, format!("--p {}: already exists", dir.display()));
+        assert_eq!(paths(&file).file("p").unwrap(), file);
+        let e = paths(&dir).file("p").unwrap_err().0;
+        assert_eq!(e, format!("--p {}: a directory, not a file", dir.display()));
+        let e = paths(&missing).file("p").unwrap_err().0;
+        assert!(
+            e.starts_with(&format!("--p {}: ", missing.display())),
+            "{e}"
+        );
+        assert_eq!(paths(&dir).opt_dir("p").unwrap(), Some(dir.clone()));
+        let e = paths(&file).opt_dir("p").unwrap_err().0;
+        assert_eq!(e, format!("--p {}: not a directory", file.display()));
+        assert!(paths(&missing).opt_dir("p").is_err());
+        let secs = |v: &str| {
+            Args::parse(&strings(&["--d", v]), &["d"], &[])
+                .unwrap()
+                .seconds("d")
+        };
+        assert_eq!(secs("0.25").unwrap(), Some(Duration::from_millis(250)));
+        for bad in ["0", "-1", "nan", "inf", "1e30", "x"] {
+            let e = secs(bad).unwrap_err().0;
+            assert!(e.starts_with(&format!("--d: invalid value {bad:?}")), "{e}");
+        }
     }
 }

@@ -2,23 +2,29 @@
 //! another process.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::Ctf;
+use ringbuf_core::{Flavour, NoClock, Word};
 use ringbuf_mmap::clock::TraceClock;
-use ringbuf_mmap::{recover_to_dir, PerCpuConsumer};
+use ringbuf_mmap::{recover_to_dir, AnyConsumer};
 use ringbuf_splice::session::{self, SessionOptions};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::Args;
+use super::out::{say, tell, Progress};
+use super::signals;
 use super::CTF_FORMAT;
 
 pub const CONSUME_HELP: &str = "\
 ringbuf consume: attach to the file-backed buffers of another process (e.g.
 `ringbuf record --buffer-dir DIR`) and export them live into a trace directory,
-until the producer exits, --duration passes, or Ctrl-C.
+until the producer exits, --duration passes, or Ctrl-C (or SIGTERM).
+
+Per-CPU and per-thread channels alike. The open packets of a per-CPU channel
+are closed every --live-ms; a per-thread channel's are never (a consumer must
+not write to it): only its full packets and those its threads closed are read.
 
 Options:
   --path FILE        the channel file (required)
@@ -29,7 +35,10 @@ Options:
 
 pub const SNAPSHOT_HELP: &str = "\
 ringbuf snapshot: write the current content of another process's buffers
-(flight recorder) as a trace directory, while it keeps writing.
+(flight recorder) as a trace directory, while it keeps writing. A snapshot takes
+the packets it exports: the next one starts after them. Per-CPU and per-thread
+channels alike (of a per-thread one, the full packets and those its threads
+closed).
 
 Options:
   --path FILE        the channel file (required)
@@ -46,13 +55,26 @@ Options:
 ";
 
 pub const STAT_HELP: &str = "\
-ringbuf stat: per-CPU counters of a channel: written, read, lost by cause.
+ringbuf stat: the counters of every buffer of a channel (one per CPU, or per
+thread): packets written and read, events lost by cause, packets overwritten.
 
 Options:
   --path FILE        the channel file (required)
 ";
 
-type Consumer = PerCpuConsumer<Ctf, TraceClock>;
+/// A consumer of the CLI's channels, of the flavour `W` of their writers.
+type Consumer<W> = ringbuf_mmap::Consumer<W, Ctf, TraceClock>;
+
+/// Evaluates `$body` with `$c` bound to the consumer inside the [`AnyConsumer`]
+/// `$any`, whichever its flavour (the body is compiled for both).
+macro_rules! with_consumer {
+    ($any:expr, |$c:ident| $body:expr) => {
+        match $any {
+            AnyConsumer::PerCpu($c) => $body,
+            AnyConsumer::PerThread($c) => $body,
+        }
+    };
+}
 
 /// The clock named in the channel's metadata (`name = tsc;` or other).
 fn clock_of(metadata: &str) -> TraceClock {
@@ -65,19 +87,25 @@ fn clock_of(metadata: &str) -> TraceClock {
     TraceClock::named(name.trim())
 }
 
-fn attach(path: &Path) -> Result<Consumer, String> {
+/// Attaches to the channel at `path`, per-CPU or per-thread.
+fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
+    let client = |cpu| Ctf::new([0; 16], cpu);
     // The clock is only known from the metadata: attach once to read it.
-    let probe: PerCpuConsumer<Ctf, ringbuf_core::NoClock> = PerCpuConsumer::attach_path(
-        path,
-        CTF_FORMAT,
-        |cpu| Ctf::new([0; 16], cpu),
-        |_| ringbuf_core::NoClock,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    let clock = clock_of(probe.metadata());
+    let failed = |e| format!("attaching to the channel {}: {e}", path.display());
+    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock).map_err(failed)?;
+    let clock = clock_of(with_consumer!(&probe, |c| c.metadata()));
     drop(probe);
-    PerCpuConsumer::attach_path(path, CTF_FORMAT, |cpu| Ctf::new([0; 16], cpu), |_| clock)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock).map_err(failed)
+}
+
+/// What a consumer cannot do on a per-thread channel, said once per command.
+fn per_thread_note<W: Word>(_: &Consumer<W>) {
+    if W::FLAVOUR == Flavour::Local {
+        tell!(
+            "per-thread channel: only full packets and those its threads closed can be \
+             read while it is written (a consumer never writes to its buffers)"
+        );
+    }
 }
 
 fn producer_alive(pid: u32) -> bool {
@@ -85,23 +113,28 @@ fn producer_alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Relaxed: a stop request; nothing else is published with it.
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
-
 pub fn consume(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path", "output", "duration", "live-ms"], &[])?;
-    let (path, output) = (a.path("path")?, a.path("output")?);
-    let duration: f64 = a.get("duration", f64::INFINITY)?;
+    let duration = a.seconds("duration")?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
-    let consumer = attach(&path)?;
-    let mut trace =
-        TraceDir::with_metadata(&output, consumer.metadata()).map_err(|e| e.to_string())?;
-    // SAFETY: a handler that only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let (path, output) = (a.file("path")?, a.new_path("output")?);
+    // Before anything is attached or created: a Ctrl-C now ends the run normally.
+    signals::stop_on_sigint();
+    with_consumer!(attach(&path)?, |c| {
+        consume_from(&c, &path, &output, duration, live)
+    })
+}
+
+fn consume_from<W: Word>(
+    consumer: &Consumer<W>,
+    path: &Path,
+    output: &Path,
+    duration: Option<Duration>,
+    live: Duration,
+) -> Result<(), String> {
+    per_thread_note(consumer);
+    let mut trace = TraceDir::with_metadata(output, consumer.metadata())
+        .map_err(|e| format!("creating the trace {}: {e}", output.display()))?;
     let start = Instant::now();
     let pid = consumer.producer_pid();
     let options = SessionOptions {
@@ -109,89 +142,119 @@ pub fn consume(args: &[String]) -> Result<(), String> {
         ..SessionOptions::default()
     };
     let subbuf = consumer.subbuf_size() as usize;
+    let mut progress = Progress::new();
     let stats = session::run(
-        &consumer,
+        consumer,
         &mut trace,
         &options,
         || {
-            INTERRUPTED.load(Ordering::Relaxed)
-                || start.elapsed().as_secs_f64() >= duration
+            signals::stop_requested()
+                || duration.is_some_and(|d| start.elapsed() >= d)
                 || !producer_alive(pid)
         },
-        |s| eprint!("\r{} packets, {:.1} MB   ", s.packets, s.bytes as f64 / 1e6),
+        |s| {
+            let mb = s.bytes as f64 / 1e6;
+            progress.show(format_args!("{} packets, {mb:.1} MB", s.packets));
+        },
         subbuf,
     )
-    .map_err(|e| e.to_string())?;
-    eprintln!();
-    println!(
+    .map_err(|e| {
+        progress.end();
+        format!(
+            "exporting {} into {}: {e}",
+            path.display(),
+            output.display()
+        )
+    })?;
+    progress.end();
+    say!(
         "exported {} packets, {:.1} MB to {}",
         stats.packets,
         stats.bytes as f64 / 1e6,
         output.display()
     );
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
 /// The `--path FILE --output DIR` of `snapshot` and `recover`.
 fn path_and_output(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
     let a = Args::parse(args, &["path", "output"], &[])?;
-    Ok((a.path("path")?, a.path("output")?))
+    Ok((a.file("path")?, a.new_path("output")?))
 }
 
 pub fn snapshot(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
-    let consumer = attach(&path)?;
-    let stats = snapshot_to_dir(&consumer, &output, consumer.subbuf_size() as usize)
-        .map_err(|e| e.to_string())?;
-    println!(
+    let stats = with_consumer!(attach(&path)?, |c| {
+        per_thread_note(&c);
+        snapshot_to_dir(&c, &output, c.subbuf_size() as usize)
+    })
+    .map_err(|e| {
+        let (path, output) = (path.display(), output.display());
+        format!("writing a snapshot of {path} into {output}: {e}")
+    })?;
+    say!(
         "snapshot: {} packets, {:.1} MB in {}",
         stats.packets,
         stats.bytes as f64 / 1e6,
         output.display()
     );
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
 pub fn recover(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
-    let report = recover_to_dir(&path, &output).map_err(|e| format!("{}: {e}", path.display()))?;
-    println!(
+    let report = recover_to_dir(&path, &output).map_err(|e| {
+        let (path, output) = (path.display(), output.display());
+        format!("recovering {path} into {output}: {e}")
+    })?;
+    say!(
         "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
-        report.complete, report.partial, report.empty
+        report.complete,
+        report.partial,
+        report.empty
     );
     if report.committed_bytes_cut > 0 {
-        println!(
+        say!(
             "{} bytes of committed events lay behind a reservation still open at the crash and were cut",
             report.committed_bytes_cut
         );
     }
-    println!("view the trace: babeltrace2 {}", output.display());
+    say!("view the trace: babeltrace2 {}", output.display());
     Ok(())
 }
 
 pub fn stat(args: &[String]) -> Result<(), String> {
     let a = Args::parse(args, &["path"], &[])?;
-    let path = a.path("path")?;
-    let consumer = attach(&path)?;
+    let path = a.file("path")?;
+    with_consumer!(attach(&path)?, |c| print_stat(&c));
+    Ok(())
+}
+
+fn print_stat<W: Word>(consumer: &Consumer<W>) {
     let s = consumer.subbuf_size();
-    println!(
-        "producer pid {} ({})",
-        consumer.producer_pid(),
-        if producer_alive(consumer.producer_pid()) {
-            "running"
-        } else {
-            "gone"
-        }
+    let pid = consumer.producer_pid();
+    let (kind, buffer) = match W::FLAVOUR {
+        Flavour::Local => ("per-thread", "thread"),
+        _ => ("per-CPU", "cpu"),
+    };
+    let alive = if producer_alive(pid) {
+        "running"
+    } else {
+        "gone"
+    };
+    say!("{kind} channel, producer pid {pid} ({alive})");
+    say!(
+        "{buffer:>6}      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
     );
-    println!(
-        "cpu      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
-    );
-    for cpu in 0..consumer.buffer_count() {
-        let st = consumer.stats(cpu).expect("cpu in range");
-        println!(
-            "{cpu:>3} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+    for index in 0..consumer.buffer_count() {
+        let Some(st) = consumer.stats(index) else {
+            say!("{index:>6} (the channel file was truncated)");
+            continue;
+        };
+        say!(
+            "{index:>6} {:>12} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
             format!("{} pk", st.write.div_ceil(s)),
             format!("{} pk", st.consumed / s),
             st.lost_full,
@@ -201,5 +264,4 @@ pub fn stat(args: &[String]) -> Result<(), String> {
             st.overrun
         );
     }
-    Ok(())
 }

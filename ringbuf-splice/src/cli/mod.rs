@@ -2,7 +2,13 @@
 
 mod args;
 mod commands;
+mod memory;
+mod out;
 mod record;
+mod signals;
+mod summary;
+
+use out::{say, tell};
 
 /// Format tag of CTF channels made by the CLI (and `synthetic_producer --ctf`).
 pub const CTF_FORMAT: u32 = 1;
@@ -20,7 +26,9 @@ Commands:
   consume    attach to the buffers of another process and export them live
   snapshot   dump the current content of another process's buffers
   recover    turn the buffer file of a crashed producer into a trace
-  stat       per-CPU counters of a channel: written, read, lost by cause
+  stat       the counters of a channel's buffers: written, read, lost by cause
+
+consume, snapshot, recover and stat read per-CPU and per-thread channels.
 
 Traces are CTF 1.8 directories: read them with `babeltrace2 DIR`.
 ";
@@ -28,10 +36,16 @@ Traces are CTF 1.8 directories: read them with `babeltrace2 DIR`.
 /// A subcommand: its arguments in, an error message out.
 type Command = fn(&[String]) -> Result<(), String>;
 
+/// `ringbuf --help`.
+fn overview(_: &[String]) -> Result<(), String> {
+    say!("{}", HELP.trim_end());
+    Ok(())
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main(args: Vec<String>) -> i32 {
     let Some(command) = args.first() else {
-        eprint!("{HELP}");
+        tell!("{}", HELP.trim_end());
         return 2;
     };
     let rest = &args[1..];
@@ -41,23 +55,24 @@ pub fn main(args: Vec<String>) -> i32 {
         "snapshot" => (commands::snapshot, commands::SNAPSHOT_HELP),
         "recover" => (commands::recover, commands::RECOVER_HELP),
         "stat" => (commands::stat, commands::STAT_HELP),
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
-            return 0;
-        }
+        "-h" | "--help" | "help" => (overview, HELP),
         other => {
-            eprintln!("error: unknown command {other:?}\n\n{HELP}");
+            tell!("error: unknown command {other:?}\n\n{HELP}");
             return 2;
         }
     };
-    if rest.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{help}");
-        return 0;
-    }
-    match run(rest) {
+    let result = if rest.iter().any(|a| a == "--help" || a == "-h") {
+        say!("{}", help.trim_end());
+        Ok(())
+    } else {
+        run(rest)
+    };
+    match result {
+        // Nothing was wrong but the output was cut (`ringbuf stat | head -1`).
+        Ok(()) if out::cut() => 1,
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}\n(see `ringbuf {command} --help`)");
+            tell!("error: {e}\n(see `ringbuf {command} --help`)");
             1
         }
     }

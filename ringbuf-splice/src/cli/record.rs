@@ -4,17 +4,23 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
 use ringbuf_core::{Config, Mode, Stats, Switch};
 use ringbuf_mmap::clock::TraceClock;
-use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
+use ringbuf_mmap::{
+    possible_cpus, wakeup_path, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer,
+};
 use ringbuf_splice::session::{self, SessionOptions, SessionStats};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::{Args, Size};
+use super::memory;
+use super::out::{say, tell, Progress};
+use super::{signals, summary};
 use super::{CTF_FORMAT, UUID};
 
 pub const HELP: &str = "\
@@ -22,20 +28,36 @@ ringbuf record: run a synthetic workload into per-CPU shared-memory buffers and
 write a CTF trace directory (read it with babeltrace2).
 
 Options:
-  --threads N          writer threads (default 2)
-  --rate N             events per second per thread, 0 = as fast as possible (default 0)
-  --duration SECS      how long to run, fractions allowed (default 2)
+  --threads N          writer threads, 1 to 4096 (default 2)
+  --rate N             events per second per thread (default 100000, which two
+                       cores export without loss); 0 = as fast as possible: the
+                       writers then outrun the exporter, and the summary says
+                       which losses that caused
+  --duration SECS      how long to run, fractions allowed (default 2); Ctrl-C
+                       (or SIGTERM) ends the run early the same way: final
+                       flush, export, summary
   --payload BYTES      payload bytes per event (default 16)
   --mode MODE          discard (keep the oldest, count drops) or overwrite (keep the
                        newest) (default discard)
   --subbuf-size SIZE   bytes per sub-buffer, a power of two, K/M suffixes (default 64K)
-  --subbuf-count N     sub-buffers per CPU, a power of two >= 2 (default 16)
-  --output DIR         trace directory to create (default ./ringbuf-trace-<pid>)
+  --subbuf-count N     sub-buffers per CPU, a power of two >= 2 (default 16); all
+                       the buffers (CPUs x count x size) must fit in half the
+                       available memory: they are prefaulted
+  --output DIR         trace directory to create (required, except with
+                       --no-export: a trace can be hundreds of MB, so it goes
+                       only where asked)
   --buffer-dir DIR     put the buffers in a file DIR/ringbuf-<pid> (others can
-                       `ringbuf consume` or `ringbuf recover` it) instead of a memfd
+                       `ringbuf consume` or `ringbuf recover` it) instead of a
+                       memfd; the file and its wakeup FIFO DIR/.ringbuf-<pid>.wake
+                       are removed when the run ends cleanly (Ctrl-C included),
+                       unless --no-export or --keep-buffers; after a crash they
+                       stay, for `ringbuf recover`
+  --keep-buffers       keep the --buffer-dir files after a clean end
   --live-ms MS         close idle packets this often so they are exported (default 100)
   --flight-recorder    overwrite mode without continuous export: SIGUSR1 writes a
-                       snapshot to DIR-snapshot-N, and the end writes one to DIR
+                       snapshot to DIR-snapshot-N, and the end writes one to DIR;
+                       a snapshot takes the packets it exports, so the final one
+                       holds what was written after the last SIGUSR1 one
   --no-export          only fill the buffers (with --buffer-dir: for `ringbuf
                        consume`, `snapshot` or `recover` from another process)
 ";
@@ -59,22 +81,20 @@ static EVENTS: [EventSchema; 1] = [EventSchema {
     ],
 }];
 
-static SNAPSHOT_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigusr1(_: libc::c_int) {
-    // Relaxed: a request flag; nothing else is published with it.
-    SNAPSHOT_REQUESTED.store(true, Ordering::Relaxed);
-}
+/// The most writer threads `--threads` accepts.
+const MAX_THREADS: u32 = 4096;
 
 struct Workload {
     threads: u32,
     rate: u64,
     duration: Duration,
     payload: usize,
-    output: PathBuf,
+    /// The trace directory; `None` with `--no-export`.
+    output: Option<PathBuf>,
     live: Duration,
     flight_recorder: bool,
-    export: bool,
+    /// Whether the `--buffer-dir` files outlive a clean end.
+    keep_buffers: bool,
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -92,20 +112,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "buffer-dir",
             "live-ms",
         ],
-        &["flight-recorder", "no-export"],
+        &["flight-recorder", "no-export", "keep-buffers"],
     )?;
-    let flight_recorder = a.on("flight-recorder");
-    let mode = match a
-        .get(
-            "mode",
-            String::from(if flight_recorder {
-                "overwrite"
-            } else {
-                "discard"
-            }),
-        )?
-        .as_str()
-    {
+    let (flight_recorder, no_export) = (a.on("flight-recorder"), a.on("no-export"));
+    let default_mode = if flight_recorder {
+        "overwrite"
+    } else {
+        "discard"
+    };
+    let mode = match a.get("mode", String::from(default_mode))?.as_str() {
         "discard" => Mode::Discard,
         "overwrite" => Mode::Overwrite,
         other => {
@@ -117,24 +132,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if flight_recorder && mode != Mode::Overwrite {
         return Err("--flight-recorder needs --mode overwrite".into());
     }
-    let duration: f64 = a.get("duration", 2.0)?;
-    if !(duration.is_finite() && duration > 0.0) {
-        return Err("--duration must be a positive number of seconds".into());
+    if flight_recorder && no_export {
+        return Err(
+            "--flight-recorder writes snapshots: without them (--no-export) it is \
+             --mode overwrite"
+                .into(),
+        );
     }
-    let w = Workload {
-        threads: a.get("threads", 2u32)?.max(1),
-        rate: a.get("rate", 0u64)?,
-        duration: Duration::from_secs_f64(duration),
-        payload: a.get("payload", 16usize)?,
-        output: a
-            .opt_path("output")
-            .unwrap_or_else(|| format!("ringbuf-trace-{}", std::process::id()).into()),
-        live: Duration::from_millis(a.get("live-ms", 100u64)?),
-        flight_recorder,
-        export: !a.on("no-export"),
-    };
-    if w.export && w.output.exists() {
-        return Err(format!("{} already exists", w.output.display()));
+    let threads = a.get("threads", 2u32)?;
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(format!(
+            "--threads {threads}: between 1 and {MAX_THREADS} writer threads"
+        ));
     }
     let config = Config::new(
         a.get("subbuf-size", Size(64 << 10))?.0,
@@ -144,17 +153,51 @@ pub fn run(args: &[String]) -> Result<(), String> {
     config
         .validate()
         .map_err(|e| format!("invalid buffer configuration: {e}"))?;
-    if w.payload > (config.subbuf_size as usize).saturating_sub(128) {
+    let payload = a.get("payload", 16usize)?;
+    if payload > (config.subbuf_size as usize).saturating_sub(128) {
         return Err(format!(
-            "--payload {} does not fit in a {}-byte sub-buffer",
-            w.payload, config.subbuf_size
+            "--payload {payload} does not fit in a {}-byte sub-buffer",
+            config.subbuf_size
         ));
     }
-    let buffer_dir = a.opt_path("buffer-dir");
+    memory::check_fits(&config, possible_cpus())?;
+    let rate = a.get("rate", 100_000u64)?;
+    let duration = a.seconds("duration")?.unwrap_or(Duration::from_secs(2));
+    let live = Duration::from_millis(a.get("live-ms", 100u64)?);
+    // Paths last: every value is checked before the file system is looked at.
+    let output = match (no_export, a.opt_path("output")) {
+        (false, Some(_)) => Some(a.new_path("output")?),
+        (false, None) => return Err("--output DIR is required: the trace to create".into()),
+        (true, Some(path)) => {
+            let path = path.display();
+            return Err(format!("--output {path}: --no-export writes no trace"));
+        }
+        (true, None) => None,
+    };
+    let buffer_dir = a.opt_dir("buffer-dir")?;
+    let w = Workload {
+        threads,
+        rate,
+        duration,
+        payload,
+        output,
+        live,
+        flight_recorder,
+        // Without export, the buffers are the output: another process reads them.
+        keep_buffers: a.on("keep-buffers") || no_export,
+    };
     record(&w, config, buffer_dir.as_deref())
 }
 
+type Channel = PerCpuChannel<Ctf, TraceClock>;
+type Consumer = PerCpuConsumer<Ctf, TraceClock>;
+
 fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(), String> {
+    // First: a Ctrl-C during the setup must end the run through its normal end too.
+    signals::stop_on_sigint();
+    if w.flight_recorder {
+        signals::snapshot_on_sigusr1();
+    }
     let clock = TraceClock::best();
     let trace = TraceDescription {
         uuid: UUID,
@@ -183,15 +226,19 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         |cpu| Ctf::new(UUID, cpu),
         |_| clock,
     )
-    .map_err(|e| format!("creating the buffers: {e}"))?;
+    .map_err(|e| match buffer_dir {
+        Some(dir) => format!("creating the buffers in {}: {e}", dir.display()),
+        None => format!("creating the buffers (memfd {name}): {e}"),
+    })?;
     // The consumer attaches through the same interface another process would.
+    let dup = |e| format!("duplicating the buffers' descriptors: {e}");
     let memfd = channel
         .shm()
         .file()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| e.to_string())?;
-    let wake = channel.wakeup().try_clone_fd().map_err(|e| e.to_string())?;
+        .map_err(dup)?;
+    let wake = channel.wakeup().try_clone_fd().map_err(dup)?;
     let consumer = PerCpuConsumer::attach_fd(
         memfd,
         Some(wake),
@@ -200,150 +247,253 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         |_| clock,
     )
     .map_err(|e| format!("attaching the consumer: {e}"))?;
-    if w.flight_recorder {
-        // SAFETY: installing a handler that only stores to an atomic.
-        unsafe { libc::signal(libc::SIGUSR1, on_sigusr1 as *const () as libc::sighandler_t) };
-    }
+    // The live export's trace, created before anything runs (a flight recorder
+    // writes its trace at the end, as a snapshot).
+    let output = w.output.as_deref();
+    let trace = output
+        .filter(|_| !w.flight_recorder)
+        .map(|out| {
+            TraceDir::with_metadata(out, &metadata)
+                .map_err(|e| format!("creating the trace {}: {e}", out.display()))
+        })
+        .transpose()?;
 
-    let stop_writers = AtomicBool::new(false);
-    let stop_consumer = AtomicBool::new(false);
-    let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let start = Instant::now();
-    let subbuf = config.subbuf_size as usize;
-    let mut snapshots = 0;
-    let exported = std::thread::scope(|s| -> Result<SessionStats, String> {
-        let writers: Vec<_> = (0..w.threads)
-            .map(|thread| {
-                let (channel, stop, attempted, committed) =
-                    (&channel, &stop_writers, &attempted, &committed);
-                s.spawn(move || writer(channel, thread, w, stop, attempted, committed))
-            })
-            .collect();
-        let session = (w.export && !w.flight_recorder).then(|| {
-            s.spawn(|| {
-                let mut trace =
-                    TraceDir::with_metadata(&w.output, &metadata).map_err(|e| e.to_string())?;
-                let options = SessionOptions {
-                    live_period: Some(w.live),
-                    ..SessionOptions::default()
-                };
-                session::run(
-                    &consumer,
-                    &mut trace,
-                    &options,
-                    || stop_consumer.load(Ordering::Acquire),
-                    |_| {},
-                    subbuf,
-                )
-                .map_err(|e| e.to_string())
-            })
-        });
-        let mut last = (Instant::now(), 0u64, 0u64);
-        while start.elapsed() < w.duration {
-            std::thread::sleep(
-                Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
-            );
-            if SNAPSHOT_REQUESTED.swap(false, Ordering::Relaxed) {
-                snapshots += 1;
-                let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", w.output.display()));
-                match snapshot_to_dir(&consumer, &dir, subbuf) {
-                    Ok(st) => eprintln!("\nsnapshot {}: {} packets", dir.display(), st.packets),
-                    Err(e) => eprintln!("\nsnapshot {} failed: {e}", dir.display()),
+    let ran = run_threads(w, &channel, &consumer, trace)?;
+    let exported = match output.filter(|_| w.flight_recorder) {
+        Some(out) => snapshot_to_dir(&consumer, out, config.subbuf_size as usize)
+            .map_err(|e| format!("writing the snapshot {}: {e}", out.display()))?,
+        None => ran.exported,
+    };
+    summary::print(&summary::Run {
+        stats: &channel.stats(),
+        config,
+        attempted: ran.attempted,
+        committed: ran.committed,
+        elapsed: ran.start.elapsed(),
+        trace: output.map(|out| (out, exported)),
+        snapshots: ran.snapshots,
+        flight_recorder: w.flight_recorder,
+    });
+    if let Some(path) = channel.path() {
+        if w.keep_buffers {
+            say!("buffers kept in {}", path.display());
+        } else {
+            for file in [path.to_owned(), wakeup_path(path)] {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    tell!("warning: removing {}: {e}", file.display());
                 }
             }
-            if last.0.elapsed() >= Duration::from_secs(1) {
-                last = progress(&channel.stats(), &committed, last, start.elapsed());
-            }
         }
-        stop_writers.store(true, Ordering::Release);
-        for writer in writers {
-            writer
-                .join()
-                .map_err(|_| "writer thread panicked".to_string())?;
-        }
-        Ok(match session {
-            Some(session) => {
-                // End every stream with a packet carrying the final count.
-                flush(&channel);
-                stop_consumer.store(true, Ordering::Release);
-                session
-                    .join()
-                    .map_err(|_| "consumer thread panicked".to_string())??
-            }
-            None => {
-                flush(&channel);
-                SessionStats::default()
-            }
-        })
-    })?;
-    let exported = if w.flight_recorder && w.export {
-        snapshot_to_dir(&consumer, &w.output, subbuf).map_err(|e| e.to_string())?
-    } else {
-        exported
-    };
-    summary(
-        w,
-        &channel.stats(),
-        attempted.into_inner(),
-        committed.into_inner(),
-        &exported,
-        start.elapsed(),
-        config,
-    );
-    if let Some(path) = channel.path() {
-        println!("buffers in {}", path.display());
     }
     Ok(())
 }
 
-/// One writer thread: events at the requested rate until stopped.
-fn writer<K: ringbuf_core::Client, T: ringbuf_core::Clock>(
-    channel: &PerCpuChannel<K, T>,
+/// What the writer and exporter threads did.
+struct Ran {
+    /// When the writers started.
+    start: Instant,
+    /// Events the writers tried to write.
+    attempted: u64,
+    /// Events written.
+    committed: u64,
+    /// What the live export exported.
+    exported: SessionStats,
+    /// SIGUSR1 snapshots taken, and the packets they took.
+    snapshots: (u32, u64),
+}
+
+/// Runs the writers (and the live export into `trace`, if any) until the end of
+/// `--duration` or a stop request, then ends every stream with a final packet.
+fn run_threads(
+    w: &Workload,
+    channel: &Channel,
+    consumer: &Consumer,
+    trace: Option<TraceDir>,
+) -> Result<Ran, String> {
+    let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let stop_exporter = AtomicBool::new(false);
+    // Writers wait at this gate until every thread is started: a thousand
+    // threads spawned while the first ones already spin would starve the
+    // spawning thread (and the exporter) for seconds.
+    let gate = RwLock::new(());
+    // When the gate opened: the writers' and the main thread's common start.
+    let begin = OnceLock::new();
+    std::thread::scope(|s| {
+        let closed = gate
+            .write()
+            .expect("not poisoned: nobody panics holding it");
+        let mut writers = Vec::with_capacity(w.threads as usize);
+        for thread in 0..w.threads {
+            let (gate, begin, attempted, committed) = (&gate, &begin, &attempted, &committed);
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                drop(gate.read());
+                // Set before the gate opened (the lock orders it before us); unset
+                // only when spawning failed and nothing is to be written.
+                if let Some(&start) = begin.get() {
+                    writer(channel, thread, w, start, attempted, committed)
+                }
+            });
+            match spawned {
+                Ok(handle) => writers.push(handle),
+                // The ones started pass the gate when it drops, find no start
+                // time and return.
+                Err(e) => return Err(format!("starting writer thread {thread}: {e}")),
+            }
+        }
+        let exporter = match trace {
+            Some(mut trace) => {
+                let stop = || stop_exporter.load(Ordering::Acquire);
+                let options = SessionOptions {
+                    live_period: Some(w.live),
+                    ..SessionOptions::default()
+                };
+                let subbuf = consumer.subbuf_size() as usize;
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                    session::run(consumer, &mut trace, &options, stop, |_| {}, subbuf)
+                        .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
+                });
+                match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(e) => return Err(format!("starting the exporter thread: {e}")),
+                }
+            }
+            None => None,
+        };
+        let start = *begin.get_or_init(Instant::now);
+        drop(closed);
+        // Until the end, a stop request, or an exporter that gave up (its error is
+        // reported below).
+        let exporting = || exporter.as_ref().is_none_or(|h| !h.is_finished());
+        let snapshots = wait_for_the_end(w, start, channel, consumer, &committed, exporting);
+        signals::request_stop();
+        let writers_done = writers.into_iter().all(|h| h.join().is_ok());
+        // End every stream with a packet carrying the final count, then let the
+        // exporter take it (and everything before it). A full discard-mode buffer
+        // has room for it only once read: worth waiting for if a reader may come
+        // (the exporter, or another process on a file channel).
+        let reader = exporter.as_ref().is_some_and(|h| !h.is_finished());
+        flush(channel, reader || channel.path().is_some());
+        stop_exporter.store(true, Ordering::Release);
+        let exported = match exporter {
+            Some(exporter) => exporter
+                .join()
+                .map_err(|_| "the exporter thread panicked".to_string())??,
+            None => SessionStats::default(),
+        };
+        if !writers_done {
+            return Err("a writer thread panicked".into());
+        }
+        Ok(Ran {
+            start,
+            attempted: attempted.load(Ordering::Relaxed),
+            committed: committed.load(Ordering::Relaxed),
+            exported,
+            snapshots,
+        })
+    })
+}
+
+/// The main thread while the writers run: progress once a second, SIGUSR1
+/// snapshots, until the end of `--duration`, a stop request, or `going()` turns
+/// false. Returns the snapshots taken and the packets they took.
+fn wait_for_the_end(
+    w: &Workload,
+    start: Instant,
+    channel: &Channel,
+    consumer: &Consumer,
+    committed: &AtomicU64,
+    going: impl Fn() -> bool,
+) -> (u32, u64) {
+    let (mut snapshots, mut snapshot_packets) = (0, 0);
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut shown = Progress::new();
+    while start.elapsed() < w.duration && !signals::stop_requested() && going() {
+        std::thread::sleep(
+            Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
+        );
+        if let (true, Some(base)) = (signals::take_snapshot_request(), &w.output) {
+            snapshots += 1;
+            let dir = PathBuf::from(format!("{}-snapshot-{snapshots}", base.display()));
+            shown.end();
+            match snapshot_to_dir(consumer, &dir, consumer.subbuf_size() as usize) {
+                Ok(st) => {
+                    snapshot_packets += st.packets;
+                    tell!("snapshot {}: {} packets", dir.display(), st.packets)
+                }
+                Err(e) => tell!("snapshot {} failed: {e}", dir.display()),
+            }
+        }
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            last = progress(
+                &mut shown,
+                &channel.stats(),
+                committed,
+                last,
+                start.elapsed(),
+            );
+        }
+    }
+    shown.end();
+    (snapshots, snapshot_packets)
+}
+
+/// One writer thread: events at the requested rate from `start` for
+/// `w.duration`, or until a stop is requested.
+fn writer(
+    channel: &Channel,
     thread: u32,
     w: &Workload,
-    stop: &AtomicBool,
+    start: Instant,
     attempted: &AtomicU64,
     committed: &AtomicU64,
 ) {
+    // A paced writer sleeps in slices this long at most, so it sees a stop soon.
+    const SLICE: Duration = Duration::from_millis(10);
     let payload = vec![thread as u8; w.payload];
-    let start = Instant::now();
-    // `seq` runs for the whole thread (it paces and numbers events); the batch
-    // counters are published every 1024 events.
-    let (mut seq, mut tried, mut ok) = (0u64, 0u64, 0u64);
-    loop {
-        if tried == 1024 || seq == 0 {
-            attempted.fetch_add(tried, Ordering::Relaxed);
-            committed.fetch_add(ok, Ordering::Relaxed);
-            (tried, ok) = (0, 0);
-            if stop.load(Ordering::Relaxed) {
+    // `seq` runs for the whole thread (it paces and numbers events); the counters
+    // are published every 1024 events, for the progress line.
+    let (mut seq, mut published, mut ok) = (0u64, 0u64, 0u64);
+    while !signals::stop_requested() {
+        // The clock: every 256 events at full speed, at every event when paced.
+        // Every writer ends on time by itself, even when a thousand of them keep
+        // the main thread from running.
+        if w.rate > 0 || seq % 256 == 0 {
+            let now = start.elapsed();
+            if now >= w.duration {
                 break;
             }
-        }
-        if w.rate > 0 {
-            let due = Duration::from_secs_f64(seq as f64 / w.rate as f64);
-            let ahead = due.saturating_sub(start.elapsed());
-            if !ahead.is_zero() {
-                std::thread::sleep(ahead);
+            if w.rate > 0 {
+                let due = Duration::from_secs_f64(seq as f64 / w.rate as f64);
+                if due > now {
+                    std::thread::sleep((due - now).min(SLICE));
+                    continue;
+                }
             }
         }
         let values = [Value::U64(seq), Value::U32(thread), Value::Bytes(&payload)];
         ok += channel.write_event(&EVENTS[0], &values).is_ok() as u64;
-        tried += 1;
         seq += 1;
+        if seq - published == 1024 {
+            // Relaxed: statistics; the final values reach the main thread by the join.
+            attempted.fetch_add(seq - published, Ordering::Relaxed);
+            committed.fetch_add(ok, Ordering::Relaxed);
+            (published, ok) = (seq, 0);
+        }
     }
-    attempted.fetch_add(tried, Ordering::Relaxed);
+    attempted.fetch_add(seq - published, Ordering::Relaxed);
     committed.fetch_add(ok, Ordering::Relaxed);
 }
 
 /// Ends every stream with a packet carrying the final discarded count; in
-/// discard mode a full buffer must first be drained by the consumer, so each
-/// buffer is retried (alone: a flushed one must not get a second final packet).
-fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChannel<K, T>) {
+/// discard mode a full buffer must first be drained by a reader, so with `wait`
+/// each buffer is retried for a while (alone: a flushed one must not get a
+/// second final packet).
+fn flush(channel: &Channel, wait: bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for (cpu, buffer) in channel.buffers().iter().enumerate() {
         while let Err(e) = buffer.switch(Switch::Flush) {
-            if Instant::now() > deadline {
-                eprintln!("\nwarning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
+            if !wait || Instant::now() > deadline {
+                tell!("warning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -351,7 +501,10 @@ fn flush<K: ringbuf_core::Client, T: ringbuf_core::Clock>(channel: &PerCpuChanne
     }
 }
 
+/// Shows the event and byte rates since `last` (when, events, bytes); returns
+/// the new `last`.
 fn progress(
+    shown: &mut Progress,
     stats: &[Stats],
     committed: &AtomicU64,
     last: (Instant, u64, u64),
@@ -361,51 +514,11 @@ fn progress(
     let bytes: u64 = stats.iter().map(|s| s.write).sum();
     let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
     let dt = last.0.elapsed().as_secs_f64();
-    // SAFETY: isatty has no preconditions.
-    let tty = unsafe { libc::isatty(2) } == 1;
-    eprint!(
-        "{}[{:5.1}s] {:8.2} M events/s {:8.1} MB/s   lost {lost}{}",
-        if tty { "\r" } else { "" },
+    shown.show(format_args!(
+        "[{:5.1}s] {:8.2} M events/s {:8.1} MB/s   lost {lost}",
         elapsed.as_secs_f64(),
         (events - last.1) as f64 / dt / 1e6,
         (bytes - last.2) as f64 / dt / 1e6,
-        if tty { "   " } else { "\n" },
-    );
+    ));
     (Instant::now(), events, bytes)
-}
-
-fn summary(
-    w: &Workload,
-    stats: &[Stats],
-    attempted: u64,
-    committed: u64,
-    exported: &SessionStats,
-    elapsed: Duration,
-    config: Config,
-) {
-    eprintln!();
-    println!("cpu     packets   lost_full   lost_wrap    lost_big lost_nested     overrun");
-    for (cpu, s) in stats.iter().enumerate() {
-        println!(
-            "{cpu:>3} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
-            s.write.div_ceil(config.subbuf_size),
-            s.lost_full,
-            s.lost_wrap,
-            s.lost_big,
-            s.lost_nested,
-            s.overrun
-        );
-    }
-    let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
-    let secs = elapsed.as_secs_f64();
-    println!("attempted {attempted} events, committed {committed}, lost {lost}");
-    println!(
-        "{:.2} M events/s committed over {secs:.2} s; exported {} packets, {:.1} MB",
-        committed as f64 / secs / 1e6,
-        exported.packets,
-        exported.bytes as f64 / 1e6
-    );
-    if w.export {
-        println!("view the trace: babeltrace2 {}", w.output.display());
-    }
 }
