@@ -72,6 +72,17 @@ pub enum ExportError {
     Consume(ConsumeError),
     /// The packet header is invalid.
     Packet(ringbuf_core::ctf::PacketError),
+    /// The packet header contradicts its position or the packets exported before
+    /// it from the same buffer (a corrupt or hostile region): exporting it would
+    /// make the whole stream unreadable.
+    Inconsistent {
+        /// The buffer.
+        buffer: u32,
+        /// The packet's sequence number, from its position.
+        seq: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// Moving the bytes failed.
     Io(std::io::Error),
 }
@@ -81,6 +92,9 @@ impl std::fmt::Display for ExportError {
         match self {
             Self::Consume(e) => write!(f, "{e}"),
             Self::Packet(e) => write!(f, "invalid packet: {e:?}"),
+            Self::Inconsistent { buffer, seq, why } => {
+                write!(f, "buffer {buffer}, packet {seq}: {why}")
+            }
             Self::Io(e) => write!(f, "export: {e}"),
         }
     }
@@ -98,7 +112,53 @@ pub struct Consumer<W: Word, K: Client, T: Clock> {
     /// Set for good once a truncation was seen: the zero pages mapped over the
     /// file's missing ones stay.
     truncated: std::sync::atomic::AtomicBool,
+    /// Per buffer, the last packet exported (see [`StreamTail`]).
+    tails: std::sync::Mutex<Vec<Option<StreamTail>>>,
     shm: Shm,
+}
+
+/// What a CTF stream requires of the next packet, from the last one exported:
+/// sequence numbers increase, time never goes backwards, the discarded count never
+/// decreases. Packets a region's (possibly hostile) writers finalised are checked
+/// against it before they are exported.
+#[derive(Clone, Copy, Debug)]
+struct StreamTail {
+    seq: u64,
+    timestamp_end: u64,
+    events_discarded: u64,
+}
+
+impl StreamTail {
+    /// Checks `info`, the header of the packet at sequence number `seq`, against
+    /// the tail (if any) and itself.
+    fn check(
+        tail: Option<Self>,
+        seq: u64,
+        info: &ringbuf_core::ctf::PacketInfo,
+    ) -> Result<Self, &'static str> {
+        if info.seq != seq {
+            return Err("its header's sequence number differs from its position's");
+        }
+        if info.timestamp_end < info.timestamp_begin {
+            return Err("it ends before it begins");
+        }
+        if let Some(tail) = tail {
+            if seq <= tail.seq {
+                return Err("its sequence number does not follow the previous packet's");
+            }
+            if info.timestamp_begin < tail.timestamp_end {
+                return Err("it begins before the previous packet ends");
+            }
+            if info.events_discarded < tail.events_discarded {
+                return Err("its discarded-event count is lower than the previous packet's");
+            }
+        }
+        Ok(Self {
+            seq,
+            timestamp_end: info.timestamp_end,
+            events_discarded: info.events_discarded,
+        })
+    }
 }
 
 impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
@@ -165,6 +225,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             metadata,
             wakeup,
             truncated: Default::default(),
+            tails: std::sync::Mutex::new(vec![None; header.buffers as usize]),
             shm,
         })
     }
@@ -361,18 +422,32 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
                 let mut header = [0u8; PACKET_HEADER_SIZE];
                 reader.read_at(&sub, 0, &mut header);
                 let info = PacketInfo::parse_header(&header, self.header.subbuf_size);
+                let seq = sub.packet_seq();
+                let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+                let tail = &mut tails[index as usize];
                 let result = match info {
-                    Ok(info) if !watch.truncated() => export(ExportedPacket {
-                        file: self.shm.file(),
-                        offset: self
-                            .subbuf_offset(index, sub.phys())
-                            .expect("index checked"),
-                        info,
-                    })
-                    .map_err(ExportError::Io),
-                    Ok(_) => Err(ExportError::Consume(ConsumeError::Truncated)),
+                    Ok(_) if watch.truncated() => {
+                        Err(ExportError::Consume(ConsumeError::Truncated))
+                    }
+                    Ok(info) => match StreamTail::check(*tail, seq, &info) {
+                        Ok(next) => export(ExportedPacket {
+                            file: self.shm.file(),
+                            offset: self
+                                .subbuf_offset(index, sub.phys())
+                                .expect("index checked"),
+                            info,
+                        })
+                        .map(|()| *tail = Some(next))
+                        .map_err(ExportError::Io),
+                        Err(why) => Err(ExportError::Inconsistent {
+                            buffer: index,
+                            seq,
+                            why,
+                        }),
+                    },
                     Err(e) => Err(ExportError::Packet(e)),
                 };
+                drop(tails);
                 reader.put_next_subbuf(sub);
                 result?;
                 packets += 1;

@@ -1,6 +1,8 @@
-//! Crash recovery on hostile files: a huge sparse channel, special files, a
-//! corrupted metadata length, an output that exists. Each gets a typed error that
-//! names the path (or a trace), never a hang, an abort or a huge allocation.
+//! The read side on hostile channel files. Recovery: a huge sparse channel, special
+//! files, a corrupted metadata length, an output that exists; each gets a typed
+//! error that names the path (or a trace), never a hang, an abort or a huge
+//! allocation. Export: a packet whose header contradicts the stream is refused
+//! instead of making the whole stream unreadable.
 
 use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
@@ -12,8 +14,8 @@ use ringbuf_core::ctf::{self, Ctf, EventSchema, FieldDef, FieldType, TraceDescri
 use ringbuf_core::{Config, Mode, Nesting};
 use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{
-    recover_to_dir, Backing, ChannelError, ChannelHeader, ChannelOptions, PerCpuChannel,
-    RecoveryError,
+    recover_to_dir, Backing, ChannelError, ChannelHeader, ChannelOptions, ExportError,
+    PerCpuChannel, PerCpuConsumer, RecoveryError,
 };
 
 const UUID: [u8; 16] = *b"recovery-test-id";
@@ -175,6 +177,52 @@ fn an_existing_output_is_refused_by_name() {
     let e = recover_to_dir(&dir.join("chan"), &out).unwrap_err();
     assert!(matches!(e, RecoveryError::Write { .. }), "{e:?}");
     assert!(e.to_string().contains(out.to_str().unwrap()), "{e}");
+    drop(channel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn export_refuses_a_packet_that_contradicts_its_stream() {
+    use ringbuf_core::{Mapped, Switch};
+    let dir = temp_dir("export");
+    // Four packets of one event each in buffer 0.
+    let channel = channel(&dir, Config::new(4096, 8, Mode::Discard), 0);
+    let buffer = &channel.buffers()[0];
+    let nest = Nesting::new();
+    for n in 0..4 {
+        ctf::write_event(buffer, &nest, &EVENTS[0], &[Value::U64(n)]).unwrap();
+        buffer.switch(Switch::Active).unwrap();
+    }
+    // Packet 2 (physical sub-buffer 2 in discard mode) claims to begin at time 0.
+    // SAFETY: the packet is delivered and no writer touches it; the 8 bytes are the
+    // header's timestamp_begin (offset 24).
+    unsafe {
+        let begin = buffer.control().subbuf_ptr(2).add(24);
+        std::ptr::write_unaligned(begin.cast::<u64>(), 0);
+    }
+    let consumer = PerCpuConsumer::attach_path(
+        &dir.join("chan"),
+        1,
+        |cpu| Ctf::new(UUID, cpu),
+        |_| Monotonic,
+    )
+    .unwrap();
+    let mut exported = Vec::new();
+    let result = consumer.export(0, |packet| {
+        exported.push(packet.info.seq);
+        Ok(())
+    });
+    match result {
+        Err(ExportError::Inconsistent {
+            buffer: 0,
+            seq: 2,
+            why,
+        }) => {
+            assert!(why.contains("begins before"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(exported, [0, 1], "the packets before it are exported");
     drop(channel);
     std::fs::remove_dir_all(&dir).unwrap();
 }
