@@ -756,7 +756,7 @@ fn every_error_names_its_path() {
         ),
         (
             vec!["recover", "--path", not_a_channel, "--output", fresh],
-            format!("recovering {not_a_channel} into {fresh}: not a ringbuf channel"),
+            format!("recovering into {fresh}: {not_a_channel}: not a ringbuf channel"),
         ),
     ] {
         let out = ringbuf(&args);
@@ -872,5 +872,43 @@ fn the_default_run_loses_nothing_and_the_summary_explains_every_loss() {
         !explained("  lost_big") && !explained("no event lost"),
         "{stdout}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_channel_with_a_corrupted_metadata_length_is_refused_by_every_reader() {
+    use std::os::unix::fs::FileExt;
+    let dir = temp_dir("bad-metadata");
+    let mut record = record_in_background(&dir, &["--duration", "0.2", "--rate", "1000"]);
+    let channel = channel_of(&dir, record.id());
+    assert!(record.wait().unwrap().success());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&channel)
+        .unwrap();
+    let at = std::mem::offset_of!(ringbuf_mmap::ChannelHeader, metadata_len) as u64;
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, at).unwrap();
+    // Shorter, within the same page: the layout still matches, only the text tells.
+    let cut = u64::from_ne_bytes(len) - 7;
+    file.write_all_at(&cut.to_ne_bytes(), at).unwrap();
+    let path = channel.to_str().unwrap();
+    for (i, command) in ["stat", "snapshot", "consume", "recover"]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.join(format!("out-{i}"));
+        let mut args = vec![*command, "--path", path];
+        if *command != "stat" {
+            args.extend(["--output", out.to_str().unwrap()]);
+        }
+        let result = ringbuf(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains("metadata"), "{command}: {stderr}");
+        assert!(stderr.contains(path), "{command}: {stderr}");
+        assert!(!out.exists(), "{command} wrote {}", out.display());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -93,7 +93,12 @@ fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
     // The clock is only known from the metadata: attach once to read it.
     let failed = |e| format!("attaching to the channel {}: {e}", path.display());
     let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock).map_err(failed)?;
-    let clock = clock_of(with_consumer!(&probe, |c| c.metadata()));
+    let metadata = with_consumer!(&probe, |c| c.metadata());
+    // A cut or extended metadata text would make every trace written from it
+    // unreadable: refuse the channel now.
+    ringbuf_mmap::check_metadata(metadata)
+        .map_err(|why| failed(ringbuf_mmap::ChannelError::BadMetadata(why)))?;
+    let clock = clock_of(metadata);
     drop(probe);
     AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock).map_err(failed)
 }
@@ -205,10 +210,9 @@ pub fn snapshot(args: &[String]) -> Result<(), String> {
 
 pub fn recover(args: &[String]) -> Result<(), String> {
     let (path, output) = path_and_output(args)?;
-    let report = recover_to_dir(&path, &output).map_err(|e| {
-        let (path, output) = (path.display(), output.display());
-        format!("recovering {path} into {output}: {e}")
-    })?;
+    // The error names the channel file (or the output file it could not write).
+    let report = recover_to_dir(&path, &output)
+        .map_err(|e| format!("recovering into {}: {e}", output.display()))?;
     say!(
         "recovered {} complete and {} partial packets ({} empty sub-buffers skipped)",
         report.complete,
@@ -222,6 +226,14 @@ pub fn recover(args: &[String]) -> Result<(), String> {
         );
     }
     say!("view the trace: babeltrace2 {}", output.display());
+    if report.rejected > 0 {
+        return Err(format!(
+            "{} packets of {} contradict the channel or their neighbours and were left out \
+             (the file is corrupt); the trace holds the others",
+            report.rejected,
+            path.display()
+        ));
+    }
     Ok(())
 }
 
