@@ -1,7 +1,7 @@
 //! `ringbuf-splice`: getting trace data out of buffers.
 //!
-//! * [`export`]: zero-copy page export (splice/vmsplice) and when a sub-buffer may
-//!   be released for each destination kind;
+//! * [`export`]: packet export (zero-copy splice into files, one copy into
+//!   sockets and pipes) and why a sub-buffer may be released when it returns;
 //! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
 //! * [`session`]: the consumer loop of a whole channel (wakeups, live switching,
 //!   export into a trace directory);

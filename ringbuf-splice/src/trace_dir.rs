@@ -1,5 +1,7 @@
-//! A CTF trace directory: `metadata` plus one stream file per CPU, each a sequence
-//! of whole packets (ctf-notes rules 1 and 3).
+//! A CTF trace directory: `metadata` (whose first line must be `/* CTF 1.8 */`)
+//! plus one stream file per CPU, each a sequence of whole packets: babeltrace2
+//! parses every other visible file as a stream, and refuses the whole trace when a
+//! stream file's size is not the sum of its packets' sizes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
