@@ -198,6 +198,25 @@ pub enum PacketError {
     },
 }
 
+impl core::fmt::Display for PacketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Truncated => f.write_str("CTF packet shorter than its header"),
+            Self::BadMagic(magic) => write!(f, "CTF packet has magic {magic:#010x}"),
+            Self::BadSizes {
+                content_bits,
+                packet_bits,
+            } => write!(
+                f,
+                "CTF packet sizes are inconsistent (content_size {content_bits} bits, \
+                 packet_size {packet_bits} bits)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PacketError {}
+
 /// The header and context of one CTF packet, checked against its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketInfo {

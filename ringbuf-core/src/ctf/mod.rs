@@ -32,6 +32,24 @@ pub enum EventError {
     Reserve(ReserveError),
 }
 
+impl core::fmt::Display for EventError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Schema(e) => write!(f, "values do not match the event's schema: {e}"),
+            Self::Reserve(e) => write!(f, "the buffer refused the event: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Schema(e) => Some(e),
+            Self::Reserve(e) => Some(e),
+        }
+    }
+}
+
 /// Writes one event: checks `values` against `schema`, reserves, encodes the fields
 /// in place and commits. No allocation. (Any client works; [`Ctf`], or a wrapper
 /// around it, makes the result a CTF event.)

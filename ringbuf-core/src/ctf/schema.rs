@@ -111,6 +111,22 @@ pub enum SchemaMismatch {
     },
 }
 
+impl core::fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Count { expected, given } => {
+                write!(f, "{given} values for {expected} fields")
+            }
+            Self::Type { field } => write!(f, "value {field} does not have its field's type"),
+            Self::TooLong { field } => {
+                write!(f, "value {field} is longer than u32::MAX bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SchemaMismatch {}
+
 impl Value<'_> {
     /// Encoded size if the value fits `ty`.
     fn size_as(&self, ty: FieldType) -> Option<usize> {
