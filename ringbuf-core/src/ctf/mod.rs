@@ -11,7 +11,7 @@ mod schema;
 
 pub use client::{
     close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
-    EXTENDED_HEADER, EXTENDED_ID, PACKET_HEADER_SIZE,
+    EXTENDED_HEADER, EXTENDED_ID, MAX_EVENT_CONTEXT, PACKET_HEADER_SIZE,
 };
 pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
