@@ -8,13 +8,15 @@
 mod client;
 mod metadata;
 mod schema;
+mod validate;
 
 pub use client::{
     close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
     EXTENDED_HEADER, EXTENDED_ID, MAX_EVENT_CONTEXT, PACKET_HEADER_SIZE,
 };
-pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
+pub use metadata::{write_metadata, ClockDescription, EnvValue, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
+pub use validate::MetadataError;
 
 use crate::{Buffer, Client, Clock, Control, Nesting, ReserveError};
 

@@ -113,6 +113,8 @@ fn main() {
         clock: clock.describe(),
         events: &EVENTS,
         tracer_name: "synthetic_producer",
+        env: &[],
+        event_context: &[],
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).expect("valid metadata");
     if args.ctf {
