@@ -89,6 +89,17 @@ pub struct EventSchema {
     pub fields: &'static [FieldDef],
 }
 
+impl EventSchema {
+    /// The schema of the typed event `E` (see [`super::Event`]) under `id`.
+    pub const fn of<E: super::Event>(id: u32) -> Self {
+        Self {
+            id,
+            name: E::NAME,
+            fields: E::FIELDS,
+        }
+    }
+}
+
 /// A field value to write.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[allow(missing_docs)]
