@@ -5,9 +5,10 @@
 //!   schema and encoded field by field at run time);
 //! * `typed`: with the `event!`-generated `Sample::write` through a `BufferSink`
 //!   (size a constant, fields encoded in place);
-//! * `typed_context4`: the same with a 4-byte event context (a thread id) before
-//!   the fields, as a session writes it: the context's cost is the difference;
 //! * `by_hand`: reserve, two stores, commit: what the typed path should compile to.
+//!
+//! and the same with a 4-byte event context (a thread id) before the fields
+//! (`context4_*`): the context's cost is the difference with the figures without.
 //!
 //! `cargo bench -p benches --bench typed_events`
 
@@ -44,6 +45,9 @@ static SCHEMA: EventSchema = EventSchema {
     ],
 };
 
+/// The context written with each event, when there is one: a thread id.
+const TID: [u8; 4] = 7u32.to_le_bytes();
+
 type CtfBuffer<'a, W> = Buffer<Region<'a, W>, Ctf, Tsc>;
 
 /// Times `iters` calls of `event(i)`.
@@ -62,29 +66,41 @@ fn typed_events(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let cfg = config(Mode::Overwrite);
     let ctf = Ctf::new([0x42; 16], 0);
-    for (name, client) in [("", ctf), ("context4_", ctf.with_event_context(4))] {
-        let mut mem = Memory::new(&cfg);
-        let region = Region::init(mem.bytes(), cfg, 1).expect("region");
-        let buf = Buffer::new(region, client, Tsc).expect("buffer");
-        paths(&mut group, &format!("shared_{name}"), &buf);
 
-        let mut mem = Memory::new(&cfg);
-        // SAFETY: only this thread (criterion's) writes to it.
-        let region = unsafe { Region::init_local(mem.bytes(), cfg, 1) }.expect("region");
-        let buf = Buffer::new(region, client, Tsc).expect("buffer");
-        paths(&mut group, &format!("local_{name}"), &buf);
-    }
+    let mut mem = Memory::new(&cfg);
+    let region = Region::init(mem.bytes(), cfg, 1).expect("region");
+    let buf = Buffer::new(region, ctf, Tsc).expect("buffer");
+    paths::<_, 0>(&mut group, "shared_", &buf);
+    let mut mem = Memory::new(&cfg);
+    let region = Region::init(mem.bytes(), cfg, 1).expect("region");
+    let buf = Buffer::new(region, ctf.with_event_context(4), Tsc).expect("buffer");
+    paths::<_, 4>(&mut group, "shared_context4_", &buf);
+
+    let mut mem = Memory::new(&cfg);
+    // SAFETY: only this thread (criterion's) writes to it.
+    let region = unsafe { Region::init_local(mem.bytes(), cfg, 1) }.expect("region");
+    let buf = Buffer::new(region, ctf, Tsc).expect("buffer");
+    paths::<_, 0>(&mut group, "local_", &buf);
+    let mut mem = Memory::new(&cfg);
+    // SAFETY: only this thread (criterion's) writes to it.
+    let region = unsafe { Region::init_local(mem.bytes(), cfg, 1) }.expect("region");
+    let buf = Buffer::new(region, ctf.with_event_context(4), Tsc).expect("buffer");
+    paths::<_, 4>(&mut group, "local_context4_", &buf);
     group.finish();
 }
 
-/// The three ways to write the event into `buf` (with its event context, if it
-/// has one: the dynamic path cannot write one, so it is only measured without).
-fn paths<W: Word>(group: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, buf: &CtfBuffer<'_, W>) {
+/// The ways to write the event into `buf`, whose event context is `CTX` bytes
+/// (the dynamic path cannot write one: it is only measured without).
+fn paths<W: Word, const CTX: usize>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    prefix: &str,
+    buf: &CtfBuffer<'_, W>,
+) {
+    assert_eq!(buf.client().event_context(), CTX);
     let nest = Nesting::new();
-    let context = 7u32.to_le_bytes();
-    let context = &context[..buf.client().event_context()];
+    let context: [u8; CTX] = TID[..CTX].try_into().expect("CTX <= 4");
     let sink = BufferSink::new(buf, &nest).with_context(context);
-    if context.is_empty() {
+    if CTX == 0 {
         group.bench_function(format!("{prefix}values"), |b| {
             b.iter_custom(|iters| {
                 timed(iters, |i| {
@@ -104,11 +120,11 @@ fn paths<W: Word>(group: &mut BenchmarkGroup<'_, WallTime>, prefix: &str, buf: &
     group.bench_function(format!("{prefix}by_hand"), |b| {
         b.iter_custom(|iters| {
             timed(iters, |i| {
-                if let Ok(mut r) = buf.reserve(&nest, ID, context.len() + 12) {
+                if let Ok(mut r) = buf.reserve(&nest, ID, CTX + 12) {
                     let out = r.payload_mut();
-                    out[..context.len()].copy_from_slice(context);
-                    out[context.len()..context.len() + 8].copy_from_slice(&i.to_le_bytes());
-                    out[context.len() + 8..].copy_from_slice(&(i as u32).to_le_bytes());
+                    out[..CTX].copy_from_slice(&context);
+                    out[CTX..CTX + 8].copy_from_slice(&i.to_le_bytes());
+                    out[CTX + 8..CTX + 12].copy_from_slice(&(i as u32).to_le_bytes());
                     r.commit();
                 }
             })

@@ -348,7 +348,7 @@ fn the_context_comes_before_the_fields() {
     let mut mem = Memory::for_config(&config);
     let buf = raw_buffer(&mut mem, config);
     let nest = Nesting::new();
-    let sink = BufferSink::new(&buf, &nest).with_context(&[0xaa, 0xbb, 0xcc, 0xdd]);
+    let sink = BufferSink::new(&buf, &nest).with_context([0xaa, 0xbb, 0xcc, 0xdd]);
     Message::write(&sink, "hi").unwrap();
     Tick::write(&sink).unwrap();
     assert_eq!(
@@ -470,17 +470,17 @@ fn description<'a>(
 /// CTF buffer with or without a context, and reads them back with babeltrace2.
 /// `shown` is how babeltrace2 prints the context (after `{ cpu_id = 0 }`), and
 /// `zeros` how it prints a context of zeros (that of padding events).
-fn decode_typed_events(
+fn decode_typed_events<const N: usize>(
     name: &str,
     context: &[FieldDef],
-    context_bytes: &[u8],
+    context_bytes: [u8; N],
     shown: &str,
     zeros: &str,
 ) {
     declare();
     let config = Config::new(4096, 8, Mode::Discard);
     let mut mem = Memory::for_config(&config);
-    let ctf = Ctf::new([0; 16], 0).with_event_context(context_bytes.len());
+    let ctf = Ctf::new([0; 16], 0).with_event_context(N);
     let buf = ctf_buffer(&mut mem, config, ctf);
     let nest = Nesting::new();
     let sink = BufferSink::new(&buf, &nest).with_context(context_bytes);
@@ -496,7 +496,7 @@ fn decode_typed_events(
         if n % 4 == 1 {
             // A reservation dropped after the context: it becomes padding events
             // (more than one when larger than 256 bytes), context included.
-            let r = buf.reserve(&nest, MESSAGE_ID, context_bytes.len() + 300 * n as usize);
+            let r = buf.reserve(&nest, MESSAGE_ID, N + 300 * n as usize);
             drop(r.unwrap());
             expected.push(("ringbuf_padding", String::new()));
         }
@@ -548,17 +548,16 @@ fn decode_typed_events(
 
 #[test]
 fn babeltrace2_reads_every_field_type() {
-    decode_typed_events("typed", &[], &[], "", "");
+    decode_typed_events("typed", &[], [], "", "");
 }
 
 #[test]
 fn babeltrace2_reads_every_field_type_after_a_context() {
-    let mut context = (-7i32).to_le_bytes().to_vec();
-    context.push(1);
+    let [a, b, c, d] = (-7i32).to_le_bytes();
     decode_typed_events(
         "typed-context",
         &VTID,
-        &context,
+        [a, b, c, d, 1],
         ", { vtid = -7, busy = ( \"true\" : container = 1 ) }",
         ", { vtid = 0, busy = ( \"false\" : container = 0 ) }",
     );

@@ -92,7 +92,7 @@ fn typed_events_never_allocate() {
         let ctf = Ctf::new([0; 16], 0).with_event_context(4);
         let buf = Buffer::new(region, ctf, Counter(0.into())).unwrap();
         let nest = Nesting::new();
-        let sink = BufferSink::new(&buf, &nest).with_context(&[1, 2, 3, 4]);
+        let sink = BufferSink::new(&buf, &nest).with_context([1, 2, 3, 4]);
         let body = [7u8; 40];
         let before = allocations();
         let (mut written, mut refused) = (0u64, 0u64);

@@ -128,13 +128,14 @@ pub trait Sink {
 /// A [`Sink`] into one core [`Buffer`], for the calling thread (whose [`Nesting`]
 /// counter it holds): typed events with no session, e.g. in `no_std` tracers.
 ///
-/// With an event context (see [`super::Ctf::with_event_context`]), give the
-/// context bytes with [`BufferSink::with_context`]: every event starts with them.
-/// They must be exactly as many as the stream's [`super::Ctf`] declares.
-pub struct BufferSink<'a, C: Mapped, K: Client, T: Clock> {
+/// With an event context (see [`super::Ctf::with_event_context`]), give its bytes
+/// with [`BufferSink::with_context`]: every event starts with them. They must be
+/// exactly as many as the stream's [`super::Ctf`] declares. `CONTEXT` is their
+/// number, so that writing them is a fixed-size store.
+pub struct BufferSink<'a, C: Mapped, K: Client, T: Clock, const CONTEXT: usize = 0> {
     buffer: &'a Buffer<C, K, T>,
     nest: &'a Nesting,
-    context: &'a [u8],
+    context: [u8; CONTEXT],
 }
 
 impl<'a, C: Mapped, K: Client, T: Clock> BufferSink<'a, C, K, T> {
@@ -144,13 +145,19 @@ impl<'a, C: Mapped, K: Client, T: Clock> BufferSink<'a, C, K, T> {
         Self {
             buffer,
             nest,
-            context: &[],
+            context: [],
         }
     }
+}
 
+impl<'a, C: Mapped, K: Client, T: Clock, const CONTEXT: usize> BufferSink<'a, C, K, T, CONTEXT> {
     /// The same sink, writing `context` before every event's fields.
-    pub fn with_context(self, context: &'a [u8]) -> Self {
-        Self { context, ..self }
+    pub fn with_context<const N: usize>(self, context: [u8; N]) -> BufferSink<'a, C, K, T, N> {
+        BufferSink {
+            buffer: self.buffer,
+            nest: self.nest,
+            context,
+        }
     }
 
     /// The buffer.
@@ -159,15 +166,16 @@ impl<'a, C: Mapped, K: Client, T: Clock> BufferSink<'a, C, K, T> {
     }
 }
 
-impl<C: Mapped, K: Client, T: Clock> Sink for BufferSink<'_, C, K, T> {
+impl<C: Mapped, K: Client, T: Clock, const CONTEXT: usize> Sink
+    for BufferSink<'_, C, K, T, CONTEXT>
+{
     #[inline(always)]
     fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
         let Some(id) = E::id().get() else {
             return Err(EmitError::Undeclared { event: E::NAME });
         };
-        let context = self.context;
         // Saturating: an impossible size is refused (and counted) as too big.
-        let total = context.len().saturating_add(len);
+        let total = CONTEXT.saturating_add(len);
         // `match`, not `?`: the reservation then stays where `reserve` wrote it
         // (moving it out of the `Result` copies it with wide loads that cannot be
         // forwarded from `reserve`'s stores: about 12 ns per event).
@@ -175,10 +183,8 @@ impl<C: Mapped, K: Client, T: Clock> Sink for BufferSink<'_, C, K, T> {
             Ok(mut r) => {
                 // The payload is exactly `total` bytes (the compiler does not know;
                 // slicing tells it, which folds the fields' bounds checks).
-                let (head, fields) = r.payload_mut()[..total].split_at_mut(context.len());
-                if !context.is_empty() {
-                    head.copy_from_slice(context);
-                }
+                let (head, fields) = r.payload_mut()[..total].split_at_mut(CONTEXT);
+                head.copy_from_slice(&self.context);
                 fill(fields);
                 r.commit();
                 Ok(())
