@@ -380,11 +380,13 @@ fn check_clashes(
                 other: other.name,
             });
         }
-        // A field named like the other's length, or the other way round.
+        // A field named like the other's length, or the other way round. (Only in
+        // events: context fields have no length, `check_field` refused them.)
+        let Some(event) = event else { continue };
         for (user, string) in [(field, other), (other, field)] {
             if Names::length_of(string).is_some_and(|l| l.clash(Names::of(user.name))) {
                 return Err(MetadataError::LengthCollision {
-                    event: event.unwrap_or(""),
+                    event,
                     field: user.name,
                     of: string.name,
                 });
