@@ -62,8 +62,3 @@ pub use region::{
     HEADER_SIZE, PAGE_SIZE, REGION_MAGIC, REGION_VERSION,
 };
 pub use word::{Flavour, LocalWord, SharedWord, Word};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

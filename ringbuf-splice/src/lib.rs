@@ -1,15 +1,18 @@
-//! `ringbuf-splice`: getting trace data out of buffers.
+//! `ringbuf-splice`: tracing sessions, and getting trace data out of buffers.
 //!
+//! * [`Session`] and [`event!`]: what a tracer author needs, in one dependency
+//!   (declare events, start a session, emit, finish);
 //! * [`export`]: packet export (zero-copy splice into files, one copy into
 //!   sockets and pipes) and why a sub-buffer may be released when it returns;
 //! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
-//! * [`session`]: the consumer loop of a whole channel (wakeups, live switching,
-//!   export into a trace directory);
+//! * [`export_loop`]: the consumer loop of a whole channel (wakeups, live
+//!   switching, export into a trace directory);
 //! * [`stream`]: live streaming over TCP and its receiver;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
 pub mod export;
+pub mod export_loop;
 pub mod session;
 pub mod snapshot;
 pub mod stream;
@@ -17,4 +20,61 @@ mod trace_dir;
 
 pub use trace_dir::{TraceDir, TraceError};
 
+pub use ringbuf_core::ctf::{EmitError, Event, Field};
+pub use ringbuf_core::Mode;
+pub use session::{Builder, Counters, Current, Session, SessionError};
+
+/// Declares typed event classes that a [`Session`] records.
+///
+/// The grammar is [`ringbuf_core::event!`]'s; each struct also gets
+/// `$vis fn emit($($field: $Type),*) -> Result<(), EmitError>`, which writes one
+/// event into the running session ([`EmitError::NoSession`] if none is running,
+/// [`EmitError::Undeclared`] if it does not record this class).
+///
+/// ```
+/// ringbuf_splice::event! {
+///     /// A tick of the main loop.
+///     pub struct Tick { n: u64, late: bool }
+/// }
+/// // No session is running: the event is refused, not lost silently.
+/// assert_eq!(Tick::emit(1, false), Err(ringbuf_splice::EmitError::NoSession));
+/// ```
+///
+/// A wrong argument type does not compile:
+///
+/// ```compile_fail,E0308
+/// ringbuf_splice::event! { pub struct Tick { n: u64 } }
+/// Tick::emit("one").unwrap();
+/// ```
+#[macro_export]
+macro_rules! event {
+    ($(
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident { $($field:ident : $ty:ty),* $(,)? }
+    )*) => {
+        $crate::core::event! {$(
+            $(#[$attr])*
+            $vis struct $name { $($field: $ty),* }
+        )*}
+        $(
+            impl $name {
+                /// Writes one event into the running session.
+                #[inline]
+                #[allow(clippy::too_many_arguments)]
+                $vis fn emit($($field: $ty),*)
+                    -> ::core::result::Result<(), $crate::EmitError>
+                {
+                    Self::write(&$crate::Current, $($field),*)
+                }
+            }
+        )*
+    };
+}
+
 pub use ringbuf_core as core;
+
+/// The README's examples, compiled and run as doctests (here, where both the
+/// session and the core are in reach).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,144 +1,593 @@
-//! The consumer loop of a whole channel: wait for wakeups, export every CPU's
-//! packets into a trace directory with zero user-space copies, switch idle buffers
-//! periodically (live mode), and export what is left when stopped.
+//! A tracing session: what a tracer author touches first.
 //!
-//! Per-CPU and per-thread channels alike; a per-thread channel's open packets are
-//! never switched by a consumer (see [`Consumer::switch_all`]), so only its full
-//! packets, and those its threads switched, are exported.
+//! Declare event classes with [`crate::event!`], build a session with the events
+//! it records, start it, emit from anywhere (any thread, signal handlers), and
+//! finish it:
+//!
+//! ```
+//! ringbuf_splice::event! {
+//!     /// A request was served.
+//!     pub struct Request { status: u16, micros: u64, path: &str }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("ringbuf-session-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let session = ringbuf_splice::Session::builder()
+//!     .event::<Request>()
+//!     .output(&dir)
+//!     .start()?;
+//! Request::emit(200, 1_500, "/index.html")?;
+//! let counters = session.finish()?;
+//! assert_eq!(counters.events_lost(), 0);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! One session runs at a time in a process: `Request::emit` writes into it, with no
+//! handle to pass around (as a tracepoint writes into whatever session is on). A
+//! session owns its channel (per-CPU buffers by default, or per-thread ones), a
+//! consumer thread that exports packets live into the trace directory, and the
+//! metadata: the events declared, the clock, the writing thread's id on every
+//! event (`vtid`) and, once per trace, the process (hostname, `vpid`, `procname`,
+//! the trace name). [`Session::finish`] (or dropping the session) closes every
+//! stream and exports what is left, so a program that returns from `main` has a
+//! complete trace; it returns the per-cause loss counters.
+//!
+//! A finished session's buffers stay mapped until the process exits: a probe on
+//! another thread may have loaded the session just before it finished, and no
+//! lock or counter on the event path tells when it is done. Such a probe's event
+//! lands in a buffer nobody reads any more; every probe that starts after
+//! `finish` gets [`EmitError::NoSession`].
 
-use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringbuf_core::{Client, Clock, Switch, Word};
-use ringbuf_mmap::{Consumer, ExportError};
+use ringbuf_core::ctf::BufferSink;
+use ringbuf_core::ctf::{
+    write_metadata, Ctf, EmitError, EnvValue, Event, EventId, EventSchema, FieldDef, FieldType,
+    MetadataError, Sink, TraceDescription,
+};
+use ringbuf_core::{Config, ConfigError, Mode, Stats, Switch};
+use ringbuf_mmap::clock::TraceClock;
+use ringbuf_mmap::{
+    possible_cpus, with_nesting, Backing, ChannelError, ChannelOptions, PerCpuChannel,
+    PerCpuConsumer,
+};
 
-use crate::export::Splicer;
+use crate::export_loop::{self, ExportStats, LoopError, LoopOptions};
 use crate::trace_dir::{TraceDir, TraceError};
 
-/// How the loop runs.
-#[derive(Clone, Copy, Debug)]
-pub struct SessionOptions {
-    /// Switch every buffer this often, so that idle ones become readable (live
-    /// mode); `None` reads only full packets until the end.
-    pub live_period: Option<Duration>,
-    /// The longest sleep between two looks at the buffers.
-    pub poll: Duration,
-}
+/// The record format tag of session channels (CTF, as the CLI's).
+const CTF_FORMAT: u32 = 1;
 
-impl Default for SessionOptions {
-    fn default() -> Self {
-        Self {
-            live_period: Some(Duration::from_millis(100)),
-            poll: Duration::from_millis(10),
-        }
-    }
-}
+/// The per-event context every session writes: the writing thread's id.
+const EVENT_CONTEXT: &[FieldDef] = &[FieldDef {
+    name: "vtid",
+    ty: FieldType::I32,
+}];
 
-/// What the loop exported so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionStats {
-    /// Packets exported.
-    pub packets: u64,
-    /// Bytes exported.
-    pub bytes: u64,
-}
-
-/// Why the loop stopped early.
+/// Why a session could not start or finish.
 #[derive(Debug)]
 pub enum SessionError {
-    /// Reading or moving a packet failed.
-    Export(ExportError),
-    /// The trace directory failed.
-    Trace(TraceError),
+    /// Another session is running in this process.
+    AlreadyRunning,
+    /// No output directory was given ([`Builder::output`]).
+    NoOutput,
+    /// The buffer configuration is invalid.
+    Config(ConfigError),
+    /// The events or the trace description are invalid (the error names the event
+    /// and field).
+    Metadata(MetadataError),
+    /// The buffers could not be created.
+    Channel(ChannelError),
+    /// The trace directory could not be created or written.
+    Trace {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: TraceError,
+    },
+    /// The consumer thread could not be started.
+    Thread(std::io::Error),
+    /// Exporting packets failed (the trace holds the packets exported before).
+    Export(LoopError),
+    /// The consumer thread panicked.
+    ExporterPanicked,
 }
 
 impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Export(e) => write!(f, "{e}"),
-            Self::Trace(e) => write!(f, "{e}"),
+            Self::AlreadyRunning => f.write_str("a session is already running in this process"),
+            Self::NoOutput => f.write_str("no output directory (Builder::output)"),
+            Self::Config(e) => write!(f, "buffer configuration: {e}"),
+            Self::Metadata(e) => write!(f, "events: {e}"),
+            Self::Channel(e) => write!(f, "creating the buffers: {e}"),
+            Self::Trace { path, error } => write!(f, "trace {}: {error}", path.display()),
+            Self::Thread(e) => write!(f, "starting the consumer thread: {e}"),
+            Self::Export(e) => write!(f, "exporting: {e}"),
+            Self::ExporterPanicked => f.write_str("the consumer thread panicked"),
         }
     }
 }
 
-impl std::error::Error for SessionError {}
-
-/// Exports every complete packet of every CPU of `consumer` into `trace` now.
-pub fn export_all<W: Word, K: Client, T: Clock>(
-    consumer: &Consumer<W, K, T>,
-    trace: &mut TraceDir,
-    splicer: &mut Splicer,
-    stats: &mut SessionStats,
-) -> Result<(), SessionError> {
-    export_each(consumer, trace, splicer, stats, false)
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Metadata(e) => Some(e),
+            Self::Channel(e) => Some(e),
+            Self::Trace { error, .. } => Some(error),
+            Self::Thread(e) => Some(e),
+            Self::Export(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
-/// Exports each CPU's packets into its stream file with splice (a failed packet
-/// leaves nothing in the file); with `snapshot`, only those complete when each CPU's
-/// export began.
-pub(crate) fn export_each<W: Word, K: Client, T: Clock>(
-    consumer: &Consumer<W, K, T>,
-    trace: &mut TraceDir,
-    splicer: &mut Splicer,
-    stats: &mut SessionStats,
-    snapshot: bool,
-) -> Result<(), SessionError> {
-    for cpu in 0..consumer.buffer_count() {
-        let stream = trace
-            .stream(cpu)
-            .map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
-        let mut one = |packet: ringbuf_mmap::ExportedPacket<'_>| {
-            let len = packet.info.packet_size as usize;
-            splicer.export(consumer.shm(), packet.offset, len, stream.as_fd())?;
-            stats.packets += 1;
-            stats.bytes += len as u64;
-            Ok(())
-        };
-        let exported = if snapshot {
-            consumer.export_snapshot(cpu, &mut one)
+/// A declared event class: its name and fields, and where its id goes.
+#[derive(Clone, Copy)]
+struct Declared {
+    name: &'static str,
+    fields: &'static [FieldDef],
+    id: &'static EventId,
+}
+
+/// Builds a [`Session`]; every setting has a default but the output directory.
+#[derive(Clone)]
+pub struct Builder {
+    events: Vec<Declared>,
+    output: Option<PathBuf>,
+    buffer_dir: Option<PathBuf>,
+    mode: Mode,
+    subbuf_size: u64,
+    subbuf_count: u64,
+    live_period: Option<Duration>,
+    name: Option<String>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            output: None,
+            buffer_dir: None,
+            mode: Mode::Discard,
+            subbuf_size: 256 << 10,
+            subbuf_count: 8,
+            live_period: Some(Duration::from_millis(500)),
+            name: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Records event class `E` (declared with [`crate::event!`]). Emitting a class
+    /// the running session did not declare is [`EmitError::Undeclared`].
+    pub fn event<E: Event>(mut self) -> Self {
+        self.events.push(Declared {
+            name: E::NAME,
+            fields: E::FIELDS,
+            id: E::id(),
+        });
+        self
+    }
+
+    /// The trace directory to create (it must not exist). Required.
+    pub fn output(mut self, dir: impl AsRef<Path>) -> Self {
+        self.output = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Puts the buffers in a file in `dir` (`ringbuf-<pid>`, removed when the
+    /// session finishes) instead of anonymous memory, so that `ringbuf recover`
+    /// can make a trace of them if the process dies.
+    pub fn buffer_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.buffer_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// What writers do when the buffer is full: [`Mode::Discard`] (the default:
+    /// keep the oldest, count what is dropped) or [`Mode::Overwrite`] (flight
+    /// recorder: keep the newest).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Bytes per sub-buffer (packet): a power of two (default 256 KiB).
+    pub fn subbuf_size(mut self, bytes: u64) -> Self {
+        self.subbuf_size = bytes;
+        self
+    }
+
+    /// Sub-buffers per buffer: a power of two, at least 2 (default 8).
+    pub fn subbuf_count(mut self, count: u64) -> Self {
+        self.subbuf_count = count;
+        self
+    }
+
+    /// How often the consumer closes idle packets so that they are exported
+    /// (default 500 ms); `None` exports only full packets until the end.
+    pub fn live_period(mut self, period: Option<Duration>) -> Self {
+        self.live_period = period;
+        self
+    }
+
+    /// The trace's name in its environment (default: the process name).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Creates the buffers and the trace directory, starts the consumer thread and
+    /// makes this the running session.
+    pub fn start(self) -> Result<Session, SessionError> {
+        Session::start(self)
+    }
+}
+
+/// The process, once per trace.
+struct Process {
+    hostname: String,
+    pid: i64,
+    procname: String,
+}
+
+impl Process {
+    fn current() -> Self {
+        let mut host = [0u8; 256];
+        // SAFETY: a valid buffer of its length; the name is NUL-terminated unless
+        // truncated (handled below).
+        let ok = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
+        let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
+        let hostname = if ok {
+            String::from_utf8_lossy(&host[..end]).into_owned()
         } else {
-            consumer.export(cpu, &mut one)
+            String::from("unknown")
         };
-        exported.map_err(SessionError::Export)?;
+        let procname = std::fs::read_to_string("/proc/self/comm")
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_else(|_| String::from("unknown"));
+        Self {
+            hostname,
+            pid: i64::from(std::process::id()),
+            procname,
+        }
     }
-    Ok(())
 }
 
-/// Runs until `stop()` says so, then closes the open packets and exports the
-/// rest. `progress` is called about once a second.
-pub fn run<W: Word, K: Client, T: Clock>(
-    consumer: &Consumer<W, K, T>,
-    trace: &mut TraceDir,
-    options: &SessionOptions,
-    mut stop: impl FnMut() -> bool,
-    mut progress: impl FnMut(&SessionStats),
-    subbuf_size: usize,
-) -> Result<SessionStats, SessionError> {
-    let mut splicer =
-        Splicer::new(subbuf_size).map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
-    let mut stats = SessionStats::default();
-    let (mut last_switch, mut last_progress) = (Instant::now(), Instant::now());
-    loop {
-        let stopping = stop();
-        export_all(consumer, trace, &mut splicer, &mut stats)?;
-        if stopping {
-            // The producer may still hold an open packet: close it and take it.
-            consumer.switch_all(Switch::Active);
-            export_all(consumer, trace, &mut splicer, &mut stats)?;
-            progress(&stats);
-            return Ok(stats);
+/// A random trace uuid (the kernel's generator; the time and pid if it fails).
+fn new_uuid() -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    // SAFETY: a valid buffer of its length.
+    let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
+    if n != uuid.len() as isize {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        uuid[..8].copy_from_slice(&(now as u64).to_le_bytes());
+        uuid[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    // RFC 4122 version 4, variant 1.
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+/// The calling thread's id, cached (one `gettid` per thread; usable from signal
+/// handlers: a `const` thread-local without destructor).
+fn current_tid() -> i32 {
+    thread_local! {
+        static TID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+    }
+    TID.with(|tid| {
+        if tid.get() == 0 {
+            // SAFETY: gettid has no preconditions.
+            tid.set(unsafe { libc::gettid() });
         }
-        if options
-            .live_period
-            .is_some_and(|p| last_switch.elapsed() >= p)
-        {
-            consumer.switch_all(Switch::Active);
-            last_switch = Instant::now();
+        tid.get()
+    })
+}
+
+/// What the running session writes into.
+struct Shared {
+    channel: PerCpuChannel<Ctf, TraceClock>,
+}
+
+impl Shared {
+    #[inline(always)]
+    fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
+        let tid = current_tid().to_le_bytes();
+        with_nesting(|nest| {
+            BufferSink::new(self.channel.current(), nest)
+                .with_context(tid)
+                .emit::<E>(len, fill)
+        })
+    }
+}
+
+/// The running session, if any. Set by [`Session::start`] (Release, after the
+/// channel is ready), cleared by [`Session::finish`]; what it points to is never
+/// freed (see the module documentation).
+static CURRENT: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The [`Sink`] of the running session: what `Event::emit` writes into.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Current;
+
+impl Sink for Current {
+    #[inline(always)]
+    fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
+        // Acquire: pairs with `start`'s Release, so the channel is seen initialised.
+        let shared = CURRENT.load(Ordering::Acquire);
+        if shared.is_null() {
+            return Err(EmitError::NoSession);
         }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            progress(&stats);
-            last_progress = Instant::now();
+        // SAFETY: a published `Shared` is leaked by `start` and never freed.
+        unsafe { &*shared }.emit::<E>(len, fill)
+    }
+}
+
+/// What a session lost and exported, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events dropped because the buffer was full (discard mode: the consumer fell
+    /// behind).
+    pub lost_full: u64,
+    /// Events dropped because the next sub-buffer was still held by a writer
+    /// (mostly one preempted between reserve and commit while the others went
+    /// round the buffer).
+    pub lost_wrap: u64,
+    /// Events larger than a sub-buffer.
+    pub lost_big: u64,
+    /// Events beyond the nesting limit (signal handlers nested too deep).
+    pub lost_nested: u64,
+    /// Packets overwritten before they were exported (overwrite mode).
+    pub overrun: u64,
+    /// Packets exported into the trace.
+    pub packets: u64,
+    /// Bytes exported into the trace.
+    pub bytes: u64,
+}
+
+impl Counters {
+    /// Events lost, every cause but overrun (which loses whole packets).
+    pub fn events_lost(&self) -> u64 {
+        self.lost_full + self.lost_wrap + self.lost_big + self.lost_nested
+    }
+
+    fn add(&mut self, s: &Stats) {
+        self.lost_full += s.lost_full;
+        self.lost_wrap += s.lost_wrap;
+        self.lost_big += s.lost_big;
+        self.lost_nested += s.lost_nested;
+        self.overrun += s.overrun;
+    }
+}
+
+/// A running session (see the module documentation). Dropping it finishes it.
+pub struct Session {
+    shared: &'static Shared,
+    events: Vec<Declared>,
+    output: PathBuf,
+    stop: Arc<AtomicBool>,
+    exporter: Option<JoinHandle<Result<ExportStats, LoopError>>>,
+}
+
+impl Session {
+    /// A builder with the defaults: per-CPU buffers of 8 × 256 KiB in anonymous
+    /// memory, discard mode, live export every 500 ms.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn start(b: Builder) -> Result<Self, SessionError> {
+        let output = b.output.clone().ok_or(SessionError::NoOutput)?;
+        let config = Config::new(b.subbuf_size, b.subbuf_count, b.mode);
+        config.validate().map_err(SessionError::Config)?;
+        let clock = TraceClock::best();
+        let uuid = new_uuid();
+        let process = Process::current();
+        let schemas: Vec<EventSchema> = (0u32..)
+            .zip(&b.events)
+            .map(|(id, e)| EventSchema {
+                id,
+                name: e.name,
+                fields: e.fields,
+            })
+            .collect();
+        let name = b.name.as_deref().unwrap_or(&process.procname);
+        let env = [
+            ("hostname", EnvValue::Str(&process.hostname)),
+            ("vpid", EnvValue::Int(process.pid)),
+            ("procname", EnvValue::Str(&process.procname)),
+            ("trace_name", EnvValue::Str(name)),
+        ];
+        let mut metadata = String::new();
+        write_metadata(
+            &mut metadata,
+            &TraceDescription {
+                uuid,
+                clock: clock.describe(),
+                events: &schemas,
+                tracer_name: "ringbuf",
+                env: &env,
+                event_context: EVENT_CONTEXT,
+            },
+        )
+        .map_err(SessionError::Metadata)?;
+
+        let file_name = format!("ringbuf-{}", std::process::id());
+        let backing = match &b.buffer_dir {
+            Some(dir) => Backing::File {
+                dir,
+                name: &file_name,
+            },
+            None => Backing::Memfd { name: &file_name },
+        };
+        let options = ChannelOptions {
+            config,
+            buffers: possible_cpus(),
+            format: CTF_FORMAT,
+            prefault: true,
+        };
+        let client = |cpu| Ctf::new(uuid, cpu).with_event_context(4);
+        let channel = PerCpuChannel::create(backing, &options, &metadata, client, |_| clock)
+            .map_err(SessionError::Channel)?;
+        let memfd = channel
+            .shm()
+            .file()
+            .try_clone()
+            .map_err(|e| SessionError::Channel(ChannelError::Backing(e.into())))?;
+        let wake = channel
+            .wakeup()
+            .try_clone_fd()
+            .map_err(|e| SessionError::Channel(ChannelError::Backing(e.into())))?;
+        let consumer =
+            PerCpuConsumer::attach_fd(memfd.into(), Some(wake), CTF_FORMAT, client, |_| clock)
+                .map_err(SessionError::Channel)?;
+        let trace_err = |error| SessionError::Trace {
+            path: output.clone(),
+            error,
+        };
+        let mut trace = TraceDir::with_metadata(&output, &metadata).map_err(trace_err)?;
+
+        // The channel is ready: publish it. Only one session at a time.
+        let shared: &'static Shared = Box::leak(Box::new(Shared { channel }));
+        let published = CURRENT.compare_exchange(
+            std::ptr::null_mut(),
+            std::ptr::from_ref(shared).cast_mut(),
+            Ordering::AcqRel, // Release: the channel; Acquire: nothing, symmetric
+            Ordering::Acquire,
+        );
+        if published.is_err() {
+            // Never published: no probe can hold it. Remove the directory made.
+            let _ = std::fs::remove_dir_all(&output);
+            return Err(SessionError::AlreadyRunning);
         }
-        consumer.wait(options.poll);
+        for (id, e) in (0u32..).zip(&b.events) {
+            e.id.set(id);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let options = LoopOptions {
+            live_period: b.live_period,
+            ..LoopOptions::default()
+        };
+        let subbuf = config.subbuf_size as usize;
+        let stopping = stop.clone();
+        let exporter = std::thread::Builder::new()
+            .name("ringbuf-export".into())
+            .spawn(move || {
+                export_loop::run(
+                    &consumer,
+                    &mut trace,
+                    &options,
+                    // Acquire: pairs with `finish`'s Release, after the final flush.
+                    || stopping.load(Ordering::Acquire),
+                    |_| {},
+                    subbuf,
+                )
+            });
+        let exporter = match exporter {
+            Ok(handle) => handle,
+            Err(e) => {
+                let mut session = Self {
+                    shared,
+                    events: b.events,
+                    output,
+                    stop,
+                    exporter: None,
+                };
+                drop(session.end());
+                return Err(SessionError::Thread(e));
+            }
+        };
+        Ok(Self {
+            shared,
+            events: b.events,
+            output,
+            stop,
+            exporter: Some(exporter),
+        })
+    }
+
+    /// The trace directory.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// The loss counters so far (the buffers' own; exported packets are counted
+    /// by [`Session::finish`]).
+    pub fn counters(&self) -> Counters {
+        let mut counters = Counters::default();
+        for s in self.shared.channel.stats() {
+            counters.add(&s);
+        }
+        counters
+    }
+
+    /// Stops recording: no probe started after this writes into the session; every
+    /// stream ends with a packet carrying its final counts; the consumer exports
+    /// what is left. Returns the per-cause counters.
+    pub fn finish(mut self) -> Result<Counters, SessionError> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<Counters, SessionError> {
+        // Release/Acquire: nothing is published by the swap; it only unpublishes.
+        let _ = CURRENT.compare_exchange(
+            std::ptr::from_ref(self.shared).cast_mut(),
+            std::ptr::null_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        for e in &self.events {
+            e.id.clear();
+        }
+        let mut counters = Counters::default();
+        let Some(exporter) = self.exporter.take() else {
+            return Ok(counters);
+        };
+        // End every stream with a packet carrying the final counts. In discard
+        // mode a full buffer first needs the consumer (still running) to drain it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for buffer in self.shared.channel.buffers() {
+            while buffer.switch(Switch::Flush).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // Release: the final packets are delivered before the consumer's last pass.
+        self.stop.store(true, Ordering::Release);
+        let exported = exporter
+            .join()
+            .map_err(|_| SessionError::ExporterPanicked)?
+            .map_err(SessionError::Export)?;
+        for s in self.shared.channel.stats() {
+            counters.add(&s);
+        }
+        counters.packets = exported.packets;
+        counters.bytes = exported.bytes;
+        if let Some(path) = self.shared.channel.path() {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(ringbuf_mmap::wakeup_path(path));
+        }
+        Ok(counters)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.exporter.is_some() {
+            if let Err(e) = self.end() {
+                eprintln!("ringbuf: finishing the session: {e}");
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use ringbuf_core::{Client, Clock, Switch, Word};
 use ringbuf_mmap::Consumer;
 
 use crate::export::Splicer;
-use crate::session::{export_each, SessionError, SessionStats};
+use crate::export_loop::{export_each, ExportStats, LoopError};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// Writes a snapshot of `consumer`'s channel to the new directory `out`.
@@ -23,12 +23,10 @@ pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
     consumer: &Consumer<W, K, T>,
     out: &Path,
     subbuf_size: usize,
-) -> Result<SessionStats, SessionError> {
-    let mut trace =
-        TraceDir::with_metadata(out, consumer.metadata()).map_err(SessionError::Trace)?;
-    let mut splicer =
-        Splicer::new(subbuf_size).map_err(|e| SessionError::Trace(TraceError::Io(e)))?;
-    let mut stats = SessionStats::default();
+) -> Result<ExportStats, LoopError> {
+    let mut trace = TraceDir::with_metadata(out, consumer.metadata()).map_err(LoopError::Trace)?;
+    let mut splicer = Splicer::new(subbuf_size).map_err(|e| LoopError::Trace(TraceError::Io(e)))?;
+    let mut stats = ExportStats::default();
     consumer.switch_all(Switch::Active);
     export_each(consumer, &mut trace, &mut splicer, &mut stats, true)?;
     Ok(stats)

@@ -18,7 +18,7 @@ use ringbuf_core::{Config, Mode, Switch};
 use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{Backing, ChannelOptions, ExportError, PerCpuChannel, PerCpuConsumer};
 use ringbuf_splice::export::Splicer;
-use ringbuf_splice::session::{export_all, SessionError, SessionStats};
+use ringbuf_splice::export_loop::{export_all, ExportStats, LoopError};
 use ringbuf_splice::stream::{receive, LiveSender};
 use ringbuf_splice::TraceDir;
 
@@ -421,7 +421,7 @@ fn export_never_touches_payload_bytes() {
     let trace_dir = dir.join("trace");
     let mut trace = TraceDir::with_metadata(&trace_dir, consumer.metadata()).unwrap();
     let mut splicer = Splicer::new(SUBBUF as usize).unwrap();
-    let mut stats = SessionStats::default();
+    let mut stats = ExportStats::default();
     export_all(&consumer, &mut trace, &mut splicer, &mut stats).unwrap();
     assert!(
         stats.bytes > 4 * SUBBUF,
@@ -490,9 +490,9 @@ fn export_under_a_size_limit(dir: &Path) {
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &rl), 0);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let mut stats = SessionStats::default();
+    let mut stats = ExportStats::default();
     match export_all(&consumer, &mut trace, &mut splicer, &mut stats) {
-        Err(SessionError::Export(ExportError::Io(e))) => {
+        Err(LoopError::Export(ExportError::Io(e))) => {
             assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}")
         }
         other => panic!("the export went past the limit: {other:?}"),

@@ -8,7 +8,7 @@ use ringbuf_core::ctf::Ctf;
 use ringbuf_core::{Flavour, NoClock, Word};
 use ringbuf_mmap::clock::TraceClock;
 use ringbuf_mmap::{recover_to_dir, AnyConsumer};
-use ringbuf_splice::session::{self, SessionOptions};
+use ringbuf_splice::export_loop::{self, LoopOptions};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
@@ -142,13 +142,13 @@ fn consume_from<W: Word>(
         .map_err(|e| format!("creating the trace {}: {e}", output.display()))?;
     let start = Instant::now();
     let pid = consumer.producer_pid();
-    let options = SessionOptions {
+    let options = LoopOptions {
         live_period: Some(live),
-        ..SessionOptions::default()
+        ..LoopOptions::default()
     };
     let subbuf = consumer.subbuf_size() as usize;
     let mut progress = Progress::new();
-    let stats = session::run(
+    let stats = export_loop::run(
         consumer,
         &mut trace,
         &options,

@@ -13,7 +13,7 @@ use ringbuf_mmap::clock::TraceClock;
 use ringbuf_mmap::{
     possible_cpus, wakeup_path, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer,
 };
-use ringbuf_splice::session::{self, SessionOptions, SessionStats};
+use ringbuf_splice::export_loop::{self, ExportStats, LoopOptions};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
@@ -299,7 +299,7 @@ struct Ran {
     /// Events written.
     committed: u64,
     /// What the live export exported.
-    exported: SessionStats,
+    exported: ExportStats,
     /// SIGUSR1 snapshots taken, and the packets they took.
     snapshots: (u32, u64),
 }
@@ -345,13 +345,13 @@ fn run_threads(
         let exporter = match trace {
             Some(mut trace) => {
                 let stop = || stop_exporter.load(Ordering::Acquire);
-                let options = SessionOptions {
+                let options = LoopOptions {
                     live_period: Some(w.live),
-                    ..SessionOptions::default()
+                    ..LoopOptions::default()
                 };
                 let subbuf = consumer.subbuf_size() as usize;
                 let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                    session::run(consumer, &mut trace, &options, stop, |_| {}, subbuf)
+                    export_loop::run(consumer, &mut trace, &options, stop, |_| {}, subbuf)
                         .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
                 });
                 match spawned {
@@ -380,7 +380,7 @@ fn run_threads(
             Some(exporter) => exporter
                 .join()
                 .map_err(|_| "the exporter thread panicked".to_string())??,
-            None => SessionStats::default(),
+            None => ExportStats::default(),
         };
         if !writers_done {
             return Err("a writer thread panicked".into());

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringbuf_core::{Config, Stats};
-use ringbuf_splice::session::SessionStats;
+use ringbuf_splice::export_loop::ExportStats;
 
 use super::out::say;
 
@@ -22,7 +22,7 @@ pub struct Run<'a> {
     /// From the start to the end of the export.
     pub elapsed: Duration,
     /// The trace directory and what went into it (`None`: `--no-export`).
-    pub trace: Option<(&'a Path, SessionStats)>,
+    pub trace: Option<(&'a Path, ExportStats)>,
     /// SIGUSR1 snapshots taken, and the packets they took.
     pub snapshots: (u32, u64),
     /// Overwrite mode exported only at the end (and on SIGUSR1).
