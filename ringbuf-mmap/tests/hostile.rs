@@ -42,9 +42,11 @@ use ringbuf_core::{
     NoClock, RawPacket, RawRecords, ReadError, ReaderWords, Region, RegionError, RegionHeader,
     SharedWord, SlotWords, Switch, WriterWords, ENDIAN_TAG,
 };
+use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{
-    Backing, BackingError, ChannelError, ChannelHeader, ChannelImage, ChannelLayout,
-    ChannelOptions, ConsumeError, ExportError, ExportedPacket, PerCpuChannel, PerCpuConsumer,
+    Backing, BackingError, ChannelClock, ChannelError, ChannelHeader, ChannelImage, ChannelLayout,
+    ChannelOptions, ClockError, ConsumeError, ExportError, ExportedPacket, PerCpuChannel,
+    PerCpuConsumer, CHANNEL_VERSION,
 };
 
 const S: u64 = 4096;
@@ -198,6 +200,7 @@ fn channel_kind(e: &ChannelError) -> String {
         ChannelError::BadLayout(why) => format!("BadLayout({why})"),
         ChannelError::BadMetadata(_) => "BadMetadata".into(),
         ChannelError::BufferCount(_) => "BufferCount".into(),
+        ChannelError::Clock(c) => format!("Clock/{}", variant(format!("{c:?}"))),
     }
 }
 
@@ -222,6 +225,7 @@ fn create(dir: &Path, name: &str, mode: Mode) -> Channel {
         buffers: BUFFERS,
         format: FORMAT,
         prefault: false,
+        clock: Monotonic.describe(),
     };
     PerCpuChannel::create(
         Backing::File { dir, name },
@@ -758,6 +762,7 @@ fn ctf_image(dir: &Path, mode: Mode) -> Vec<u8> {
         buffers: BUFFERS,
         format: CTF_FORMAT,
         prefault: false,
+        clock: Monotonic.describe(),
     };
     let backing = Backing::File { dir, name: "ctf" };
     let client = |cpu| Ctf::new(*b"hostile-ringbuf!", cpu);
@@ -1251,11 +1256,13 @@ fn targeted(mode: Mode) {
 
     // The channel header.
     f.refused("magic", |_, b| b[3] ^= 0x20, bad_header("bad magic"));
-    f.refused(
-        "version",
-        set32(offset_of!(ChannelHeader, version), 2),
-        bad_header("unsupported version"),
-    );
+    for version in [1, CHANNEL_VERSION + 1] {
+        f.refused(
+            "version",
+            set32(offset_of!(ChannelHeader, version), version),
+            bad_header("unsupported version"),
+        );
+    }
     f.refused(
         "not ready",
         set32(offset_of!(ChannelHeader, ready), 0),
@@ -1281,6 +1288,11 @@ fn targeted(mode: Mode) {
             8192,
         ),
         (
+            "thread table offset",
+            offset_of!(ChannelHeader, threads_offset),
+            regions,
+        ),
+        (
             "regions offset",
             offset_of!(ChannelHeader, regions_offset),
             regions + 4096,
@@ -1303,6 +1315,45 @@ fn targeted(mode: Mode) {
     ] {
         f.refused(what, set64(at, v), offsets_differ);
     }
+    // The clock: every rule of `ChannelClock::new`, checked again on the way in.
+    let clock = offset_of!(ChannelHeader, clock);
+    let name = clock + offset_of!(ChannelClock, name);
+    let description = clock + offset_of!(ChannelClock, description);
+    let freq = clock + offset_of!(ChannelClock, freq);
+    let clock_error = |check: fn(&ClockError) -> bool| move |e: &ChannelError| matches!(e, ChannelError::Clock(c) if check(c));
+    let bad_name = clock_error(|c| matches!(c, ClockError::Name(_)));
+    let bad_description = clock_error(|c| matches!(c, ClockError::Description(_)));
+    f.refused("clock name empty", |_, b| b[name] = 0, bad_name);
+    f.refused("clock name a digit", |_, b| b[name] = b'9', bad_name);
+    f.refused(
+        "clock name not padded",
+        |_, b| b[name + 31] = b'x',
+        bad_name,
+    );
+    f.refused("clock name not UTF-8", |_, b| b[name + 1] = 0xff, bad_name);
+    f.refused(
+        "clock description quoted",
+        |_, b| b[description] = b'"',
+        bad_description,
+    );
+    f.refused(
+        "clock description not padded",
+        |_, b| b[description + 63] = b'x',
+        bad_description,
+    );
+    f.refused(
+        "clock frequency",
+        set64(freq, 0),
+        clock_error(|c| *c == ClockError::ZeroFrequency),
+    );
+    f.refused(
+        "clock offset",
+        |_, b| {
+            let hz = u64::from_ne_bytes(b[freq..freq + 8].try_into().unwrap());
+            put(b, clock + offset_of!(ChannelClock, offset), hz);
+        },
+        clock_error(|c| matches!(c, ClockError::Offset { .. })),
+    );
     f.refused(
         "no buffers",
         set32(offset_of!(ChannelHeader, buffers), 0),
