@@ -1959,6 +1959,9 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
     let map = Map::new(mode);
     let first = attach(&path).unwrap();
     let stop = AtomicBool::new(false);
+    // Threads that have begun their first round: the malice waits for both, so a
+    // busy machine that starts them late cannot make a phase without them.
+    let running = AtomicU64::new(0);
     let shared = Mutex::new(Tally::default());
     let mut out = Phase::default();
     std::thread::scope(|s| {
@@ -1967,7 +1970,8 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
             let nest = Nesting::new();
             let (mut ok, mut lost) = (0u64, 0u64);
             let mut seq = 0;
-            while !stop.load(Relaxed) {
+            running.fetch_add(1, Relaxed);
+            while !stop.load(Relaxed) || seq == 0 {
                 for (b, buffer) in channel.buffers().iter().enumerate() {
                     match buffer.write(&nest, EVENT, &payload(b, seq)) {
                         Ok(()) => ok += 1,
@@ -1985,7 +1989,8 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
         // Consumers: the one attached before the malice, and new ones.
         let consumer = s.spawn(|| {
             let mut rounds = 0u64;
-            while !stop.load(Relaxed) {
+            running.fetch_add(1, Relaxed);
+            while !stop.load(Relaxed) || rounds == 0 {
                 let mut local = Tally::default();
                 local.drain_all(&first, 1, false);
                 first.switch_all(Switch::Active);
@@ -2003,6 +2008,9 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
             }
             rounds
         });
+        while running.load(Relaxed) < 2 {
+            std::thread::yield_now();
+        }
         std::thread::sleep(WARMUP);
         let seed = seed() ^ 0x11fe ^ (mode as u64) << 8 ^ phase;
         out.hostile_writes = malice(&path, &map, seed, Instant::now() + MALICE);
