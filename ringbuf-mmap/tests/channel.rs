@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{Config, Mode, NoClock, RawPacket, RawRecords, Switch};
-use ringbuf_mmap::clock::Monotonic;
+use ringbuf_mmap::clock::{Monotonic, TscError, UnknownClock};
 use ringbuf_mmap::{
-    Backing, BackingError, ChannelError, ChannelOptions, PerCpuChannel, PerCpuConsumer,
-    PerThreadChannel, PerThreadConsumer, SlotError, SlotLosses, SlotState, CLOCK_DESCRIPTION_BYTES,
-    CLOCK_NAME_BYTES,
+    Backing, BackingError, ChannelError, ChannelOptions, ClockError, ConsumeError, ExportError,
+    PerCpuChannel, PerCpuConsumer, PerThreadChannel, PerThreadConsumer, RecoveryError, SlotError,
+    SlotLosses, SlotState, CLOCK_DESCRIPTION_BYTES, CLOCK_NAME_BYTES,
 };
 
 fn options(buffers: u32) -> ChannelOptions<'static> {
@@ -297,4 +297,46 @@ fn the_header_records_the_clock_and_refuses_an_invalid_one_before_any_file_exist
         assert!(!dir.join(&file).exists(), "{bad:?}: a file was left");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_error_type_says_what_went_wrong_and_is_an_error() {
+    fn message<E: std::error::Error>(e: E) -> String {
+        e.to_string()
+    }
+    let messages = [
+        message(BackingError::NotSealed),
+        message(ChannelError::BufferCount(0)),
+        message(ClockError::ZeroFrequency),
+        message(ConsumeError::Truncated),
+        message(ExportError::Io(std::io::Error::other("disk on fire"))),
+        message(RecoveryError::NotRegular {
+            path: "/a/path".into(),
+        }),
+        message(TscError::Calibration),
+        message(UnknownClock {
+            name: "sundial".into(),
+            freq: 1,
+        }),
+        message(SlotError::NoFreeSlot),
+        message(SlotError::TooManyChannels),
+        message(SlotError::Unregistered),
+        message(SlotError::Exiting),
+    ];
+    for (m, says) in messages.iter().zip([
+        "sealed",
+        "0 buffers",
+        "frequency 0",
+        "truncated",
+        "disk on fire",
+        "/a/path",
+        "calibration",
+        "sundial",
+        "no free",
+        "8 per-thread",
+        "signal handler",
+        "exiting",
+    ]) {
+        assert!(m.contains(says), "{m:?} lacks {says:?}");
+    }
 }
