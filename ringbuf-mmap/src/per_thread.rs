@@ -146,6 +146,41 @@ impl<K: Client + 'static, T: Clock + 'static> PerThreadChannel<K, T> {
     /// signal handler call [`PerThreadChannel::signal_writer`] instead. A failure
     /// counts one lost event (see [`SlotError`]); a thread without a slot tries
     /// again on its next call.
+    ///
+    /// ```
+    /// use ringbuf_core::{Config, Mode, NoClock, RawRecords};
+    /// use ringbuf_mmap::clock::Monotonic;
+    /// use ringbuf_mmap::{Backing, ChannelOptions, PerThreadChannel, SlotState};
+    ///
+    /// let options = ChannelOptions {
+    ///     config: Config::new(4096, 4, Mode::Discard),
+    ///     buffers: 2,
+    ///     format: 0,
+    ///     prefault: false,
+    ///     clock: Monotonic.describe(),
+    /// };
+    /// let channel = PerThreadChannel::create(
+    ///     Backing::Memfd { name: "example" },
+    ///     &options,
+    ///     "",
+    ///     |_| RawRecords,
+    ///     |_| NoClock,
+    /// )?;
+    /// let slot = std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         // No registration: the thread's first event takes a slot.
+    ///         let writer = channel.writer().expect("a free slot");
+    ///         writer.write(1, b"hello").expect("room for it");
+    ///         writer.slot()
+    ///     })
+    ///     .join()
+    ///     .unwrap()
+    /// });
+    /// // The thread exited: its packet is closed, and its slot waits for a consumer
+    /// // to read it before another thread may take it.
+    /// assert!(matches!(channel.slot_state(slot), Some(SlotState::Retiring { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn writer(&self) -> Result<ThreadWriter<'_, K, T>, SlotError> {
         let (slot, owned) = match lookup(self.inner.id) {
