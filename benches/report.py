@@ -208,6 +208,17 @@ def nested(r):
     return table(header, rows)
 
 
+def typed_events(r):
+    g = "typed_event_u64_u32"
+    header = ["path", "shared", "local"]
+    rows = []
+    for name in ["values", "typed", "by_hand", "context4_typed", "context4_by_hand"]:
+        rows.append([f"`{name}`"] + [cell(ns(r, g, f"{flavour}_{name}"),
+                                          ns(r, g, f"{flavour}_values"))
+                                     for flavour in ["shared", "local"]])
+    return table(header, rows)
+
+
 # ---------------------------------------------------------------- SVG, by hand
 
 def svg_text(x, y, s, size=12, anchor="start", weight="normal"):
@@ -305,6 +316,7 @@ def main():
         ("Concurrent reader, discard mode, backpressure", concurrent(r, args.log)),
         ("Scaling, overwrite, 16 B", scaling(r)),
         ("Nested writes from a signal handler, 16 B", nested(r)),
+        ("Typed events {u64; u32}, CTF: ns/event (ratio to write_event)", typed_events(r)),
     ]
     for title, body in sections:
         print(f"#### {title}\n\n{body}\n")

@@ -148,6 +148,8 @@ fn export(c: &mut Criterion) {
         clock,
         events: &[],
         tracer_name: "bench",
+        env: &[],
+        event_context: &[],
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
     let options = ChannelOptions {

@@ -74,6 +74,8 @@ impl core::fmt::Display for ReserveError {
     }
 }
 
+impl core::error::Error for ReserveError {}
+
 /// A `switch` could not open the final packet: the next sub-buffer is not free
 /// (`Full`: read some packets first; `Wrap`: a writer is stuck).
 pub type SwitchError = ReserveError;

@@ -204,6 +204,24 @@ pub enum ParseError {
     },
 }
 
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Truncated => f.write_str("raw packet shorter than its header"),
+            Self::BadHeader => f.write_str("raw packet header has a wrong magic or size"),
+            Self::BadContentSize(size) => write!(
+                f,
+                "raw packet content size {size} is smaller than the header or larger than the packet"
+            ),
+            Self::BadRecord { offset } => {
+                write!(f, "raw record at offset {offset} runs past the content")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ParseError {}
+
 /// A parsed raw packet. Every field comes from untrusted bytes and is checked.
 #[derive(Clone, Copy, Debug)]
 pub struct RawPacket<'a> {

@@ -101,6 +101,8 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 impl Config {
     /// A configuration with the default nesting limit.
     pub const fn new(subbuf_size: u64, subbuf_count: u64, mode: Mode) -> Self {

@@ -55,12 +55,22 @@ impl core::fmt::Display for ReadError {
     }
 }
 
+impl core::error::Error for ReadError {}
+
 /// How many times a read retries after writers moved the reader position under it.
 pub const MAX_RETRIES: u32 = 1024;
 
 /// A reader was already attached to the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReaderBusy;
+
+impl core::fmt::Display for ReaderBusy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("another reader is attached to the buffer")
+    }
+}
+
+impl core::error::Error for ReaderBusy {}
 
 /// A sub-buffer the reader holds, from `get_*` to `put_*`.
 #[derive(Debug, PartialEq, Eq)]

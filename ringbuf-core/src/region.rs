@@ -226,6 +226,15 @@ impl core::fmt::Display for RegionError {
     }
 }
 
+impl core::error::Error for RegionError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Where everything lives for a configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {

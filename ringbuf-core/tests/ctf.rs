@@ -1,11 +1,9 @@
-//! CTF pieces that need no babeltrace2: schema checks, metadata validation, header
-//! choice and packet parsing. (Traces read back by babeltrace2 are tested in
-//! ringbuf-splice.)
+//! CTF pieces that need no babeltrace2: schema checks, header choice and packet
+//! parsing. (Metadata: `metadata.rs`; typed events: `events.rs`.)
 
 use ringbuf_core::ctf::{
-    encoded_size, write_metadata, ClockDescription, Ctf, EventSchema, FieldDef, FieldType,
-    MetadataError, PacketError, PacketInfo, SchemaMismatch, TraceDescription, Value,
-    COMPACT_HEADER, EXTENDED_HEADER, PADDING_ID,
+    encoded_size, Ctf, EventSchema, FieldDef, FieldType, PacketError, PacketInfo, SchemaMismatch,
+    Value, COMPACT_HEADER, EXTENDED_HEADER,
 };
 use ringbuf_core::{Client, RecordInfo};
 
@@ -49,73 +47,6 @@ fn values_are_checked_against_the_schema() {
     assert_eq!(
         encoded_size(&EVENT, &wrong_len),
         Err(SchemaMismatch::Type { field: 1 })
-    );
-}
-
-fn trace(events: &[EventSchema]) -> TraceDescription<'_> {
-    TraceDescription {
-        uuid: [0xab; 16],
-        clock: ClockDescription {
-            name: "mono",
-            description: "d",
-            freq: 1_000_000_000,
-            offset_s: 5,
-            offset: 6,
-        },
-        events,
-        tracer_name: "t",
-    }
-}
-
-#[test]
-fn metadata_is_refused_for_bad_names_and_ids() {
-    let mut out = String::new();
-    write_metadata(&mut out, &trace(&[EVENT])).unwrap();
-    assert!(out.starts_with("/* CTF 1.8 */\n"));
-    assert!(out.contains("uuid = \"abababab-abab-abab-abab-abababababab\";"));
-    assert!(out.contains("uint32_t _s_length;\n        utf8_t s[_s_length];"));
-    assert!(out.contains("offset_s = 5;") && out.contains("offset = 6;"));
-
-    let reserved = EventSchema {
-        id: PADDING_ID,
-        ..EVENT
-    };
-    let dup = [
-        EVENT,
-        EventSchema {
-            name: "other",
-            ..EVENT
-        },
-    ];
-    static BAD_FIELD: [FieldDef; 1] = [FieldDef {
-        name: "1x",
-        ty: FieldType::U8,
-    }];
-    let bad_field = EventSchema {
-        fields: &BAD_FIELD,
-        ..EVENT
-    };
-    let bad_name = EventSchema {
-        name: "a\"b",
-        ..EVENT
-    };
-    let cases: [(&[EventSchema], MetadataError); 4] = [
-        (&[reserved], MetadataError::ReservedId(PADDING_ID)),
-        (&dup, MetadataError::DuplicateId(2)),
-        (&[bad_field], MetadataError::InvalidName("field name")),
-        (&[bad_name], MetadataError::InvalidName("event name")),
-    ];
-    for (events, expected) in cases {
-        assert_eq!(
-            write_metadata(&mut String::new(), &trace(events)),
-            Err(expected)
-        );
-    }
-    let mut zero = trace(&[]);
-    zero.clock.freq = 0;
-    assert_eq!(
-        write_metadata(&mut String::new(), &zero),
-        Err(MetadataError::ZeroFrequency)
     );
 }
 

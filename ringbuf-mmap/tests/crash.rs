@@ -203,6 +203,8 @@ fn the_open_packet_is_stamped_from_what_was_committed() {
             clock: Monotonic.describe(),
             events: &EVENT,
             tracer_name: "test",
+            env: &[],
+            event_context: &[],
         };
         ctf::write_metadata(&mut metadata, &trace).unwrap();
         let options = ChannelOptions {

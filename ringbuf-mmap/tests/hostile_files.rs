@@ -43,6 +43,8 @@ fn channel(dir: &Path, config: Config, events: u64) -> PerCpuChannel<Ctf, Monoto
         clock: Monotonic.describe(),
         events: &EVENTS,
         tracer_name: "test",
+        env: &[],
+        event_context: &[],
     };
     ctf::write_metadata(&mut metadata, &trace).unwrap();
     let options = ChannelOptions {

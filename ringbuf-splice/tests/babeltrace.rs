@@ -75,6 +75,8 @@ fn description(events: &[EventSchema]) -> TraceDescription<'_> {
         },
         events,
         tracer_name: "ringbuf-tests",
+        env: &[],
+        event_context: &[],
     }
 }
 

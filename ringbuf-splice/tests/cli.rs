@@ -433,6 +433,8 @@ mod per_thread {
             clock: Monotonic.describe(),
             events: &EVENTS,
             tracer_name: "per-thread test",
+            env: &[],
+            event_context: &[],
         };
         ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
         let options = ChannelOptions {

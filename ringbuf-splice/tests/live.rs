@@ -46,6 +46,8 @@ fn channel(subbuf: u64, count: u64, buffers: u32) -> (Channel, Consumer) {
         clock: Monotonic.describe(),
         events: &NUMBERED,
         tracer_name: "test",
+        env: &[],
+        event_context: &[],
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
     let options = ChannelOptions {

@@ -9,6 +9,11 @@
 //!                 extended: u8 = 31 | id u32 | timestamp u64                  13 bytes
 //! ```
 //!
+//! A stream may declare an event context (e.g. the writing thread's id): CTF puts
+//! it between the event header and the fields, so to the engine it is the start of
+//! the payload, written by the sink ([`super::BufferSink`]); [`Ctf`] only needs its
+//! size, for the padding events it writes itself.
+//!
 //! Everything is little-endian and byte-aligned. An event gets the extended header
 //! when its id is 31 or more, or when its timestamp moved by 2^27 ticks or more since
 //! [`RecordInfo::prev_timestamp`] (which is never later than the previous event's, so
@@ -31,6 +36,10 @@ pub const EXTENDED_HEADER: usize = 13;
 pub const EXTENDED_ID: u32 = 31;
 /// The compact timestamp is the low 27 bits.
 pub const COMPACT_TS_BITS: u32 = 27;
+/// The largest event context, in bytes. Padding events carry the context too, and
+/// at most 256 bytes of fields each: a context well below that lets any gap be
+/// filled with padding events.
+pub const MAX_EVENT_CONTEXT: usize = 128;
 
 const TS_BEGIN: usize = 24;
 const TS_END: usize = 32;
@@ -52,6 +61,8 @@ pub struct Ctf {
     /// Packets are padded with zeros from their content to a multiple of this
     /// (a power of two: 4096 moves whole pages), capped at the sub-buffer size.
     pub packet_align: u64,
+    /// Bytes of event context at the start of every event's payload.
+    event_context: usize,
 }
 
 impl Ctf {
@@ -62,7 +73,33 @@ impl Ctf {
             stream_id: 0,
             cpu_id,
             packet_align: 4096,
+            event_context: 0,
         }
+    }
+
+    /// The same stream with an event context of `bytes` bytes (the size of the
+    /// `event_context` fields of its [`super::TraceDescription`]): every event's
+    /// payload starts with them, and the padding events this client writes carry
+    /// that many zero bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `bytes` exceeds [`MAX_EVENT_CONTEXT`] (a programming error: metadata
+    /// with such a context is refused by [`super::write_metadata`]).
+    pub const fn with_event_context(self, bytes: usize) -> Self {
+        assert!(
+            bytes <= MAX_EVENT_CONTEXT,
+            "event context larger than MAX_EVENT_CONTEXT"
+        );
+        Self {
+            event_context: bytes,
+            ..self
+        }
+    }
+
+    /// Bytes of event context at the start of every event's payload.
+    pub const fn event_context(&self) -> usize {
+        self.event_context
     }
 
     fn is_compact(rec: &RecordInfo) -> bool {
@@ -110,8 +147,9 @@ impl Client for Ctf {
 
     /// Padding is one or more `ringbuf_padding` events (a `u8` size and that many
     /// zero bytes), the first with the header shape chosen at reserve time, the
-    /// others compact with the same timestamp; a record with no payload becomes
-    /// one field-less `ringbuf_padding_empty` event.
+    /// others compact with the same timestamp; a record with no room for fields
+    /// becomes one field-less `ringbuf_padding_empty` event. Each carries the
+    /// event context, as zeros.
     fn write_padding_record<O: Out>(
         &self,
         out: &mut O,
@@ -119,23 +157,34 @@ impl Client for Ctf {
         header_size: usize,
         total: usize,
     ) {
-        const MIN_EVENT: usize = COMPACT_HEADER + 1;
+        // A padding event carries a size byte and up to 255 bytes more.
+        const MAX_FIELDS: usize = 256;
+        let context = self.event_context;
+        // The smallest event that can follow: compact, its context, a size byte.
+        let min_next = COMPACT_HEADER + context + 1;
         let (mut at, mut header) = (0, header_size);
         while at < total {
-            let room = total - at - header;
+            // (A record shorter than its context is the writer's bug; it still
+            // must not be written past.)
+            let context_here = context.min(total - at - header);
+            out.zero(at + header, context_here);
+            let fields = at + header + context_here;
+            let room = total - fields;
             if room == 0 {
                 Self::put_header(out, at, PADDING_EMPTY_ID, rec.timestamp, header);
                 return;
             }
-            let mut take = room.min(256);
-            let rest = room - take;
-            if rest > 0 && rest < MIN_EVENT {
-                take -= MIN_EVENT - rest;
-            }
+            let take = match room - room.min(MAX_FIELDS) {
+                0 => room,
+                rest if rest >= min_next => MAX_FIELDS,
+                // Leave room for a whole event after this one (`min_next` is at
+                // most 133: `take` stays above 120).
+                _ => room - min_next,
+            };
             Self::put_header(out, at, PADDING_ID, rec.timestamp, header);
-            out.put(at + header, &[(take - 1) as u8]);
-            out.zero(at + header + 1, take - 1);
-            at += header + take;
+            out.put(fields, &[(take - 1) as u8]);
+            out.zero(fields + 1, take - 1);
+            at = fields + take;
             header = COMPACT_HEADER;
         }
     }
@@ -197,6 +246,25 @@ pub enum PacketError {
         packet_bits: u64,
     },
 }
+
+impl core::fmt::Display for PacketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Truncated => f.write_str("CTF packet shorter than its header"),
+            Self::BadMagic(magic) => write!(f, "CTF packet has magic {magic:#010x}"),
+            Self::BadSizes {
+                content_bits,
+                packet_bits,
+            } => write!(
+                f,
+                "CTF packet sizes are inconsistent (content_size {content_bits} bits, \
+                 packet_size {packet_bits} bits)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PacketError {}
 
 /// The header and context of one CTF packet, checked against its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

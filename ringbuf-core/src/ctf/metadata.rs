@@ -1,8 +1,10 @@
-//! TSDL metadata generated from the event schemas, the clock and the packet layout.
+//! TSDL metadata generated from the event schemas, the clock, the environment and
+//! the packet layout.
 
 use core::fmt::{self, Write};
 
-use super::schema::{EventSchema, FieldType};
+use super::schema::{EventSchema, FieldDef, FieldType};
+use super::validate::{validate, MetadataError};
 use super::{PADDING_EMPTY_ID, PADDING_ID};
 
 /// How trace timestamps map to time: CTF's `clock` block.
@@ -20,6 +22,15 @@ pub struct ClockDescription<'a> {
     pub offset: u64,
 }
 
+/// A value of the trace environment (CTF's `env` block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvValue<'a> {
+    /// Any text (quotes, backslashes and control characters are escaped).
+    Str(&'a str),
+    /// An integer.
+    Int(i64),
+}
+
 /// Everything the metadata describes.
 #[derive(Clone, Copy, Debug)]
 pub struct TraceDescription<'a> {
@@ -30,41 +41,23 @@ pub struct TraceDescription<'a> {
     /// The event types (ids unique; [`PADDING_ID`] and [`PADDING_EMPTY_ID`] are
     /// declared automatically and must not be used).
     pub events: &'a [EventSchema],
-    /// Name of the tracer, for the `env` block.
+    /// Name of the tracer, for the `env` block (any text).
     pub tracer_name: &'a str,
-}
-
-/// Why metadata could not be written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetadataError {
-    /// The writer failed.
-    Fmt,
-    /// A name that is not a TSDL identifier (fields, clock) or not a plain string
-    /// (event names, descriptions).
-    InvalidName(&'static str),
-    /// An event uses a reserved id.
-    ReservedId(u32),
-    /// Two events share an id.
-    DuplicateId(u32),
-    /// The clock frequency is zero.
-    ZeroFrequency,
+    /// More entries of the `env` block, after `tracer_name` and `domain`: e.g.
+    /// `hostname` (babeltrace2 prints it with every event), `vpid`, `procname`,
+    /// `trace_name`. Keys are TSDL identifiers, unique.
+    pub env: &'a [(&'static str, EnvValue<'a>)],
+    /// The fields of the per-event context (e.g. an `I32` named `vtid`), between
+    /// each event's header and its fields; empty for none. Fixed-size types only,
+    /// at most [`super::MAX_EVENT_CONTEXT`] bytes, and every stream's
+    /// [`super::Ctf`] must say as many ([`super::Ctf::with_event_context`]).
+    pub event_context: &'a [FieldDef],
 }
 
 impl From<fmt::Error> for MetadataError {
     fn from(_: fmt::Error) -> Self {
         Self::Fmt
     }
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_plain_string(s: &str) -> bool {
-    s.chars()
-        .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
 }
 
 /// A uuid in its canonical 8-4-4-4-12 text form.
@@ -79,6 +72,24 @@ impl fmt::Display for Uuid<'_> {
             write!(f, "{b:02x}")?;
         }
         Ok(())
+    }
+}
+
+/// A TSDL string literal: `"`, `\` and control characters escaped (control
+/// characters in octal, which, unlike `\x`, cannot swallow a following digit).
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' | '\\' => write!(f, "\\{c}")?,
+                c if c.is_ascii_control() => write!(f, "\\{:03o}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
     }
 }
 
@@ -98,7 +109,25 @@ typealias floating_point { exp_dig = 8; mant_dig = 24; align = 8; } := float;
 typealias floating_point { exp_dig = 11; mant_dig = 53; align = 8; } := double;
 "#;
 
-/// Writes the TSDL metadata of `trace` to `w`.
+/// The type names [`PRELUDE`] and the clock mappings declare: a field with one of
+/// these names does not parse.
+pub(crate) const TYPE_NAMES: [&str; 12] = [
+    "uint8_t",
+    "uint16_t",
+    "uint32_t",
+    "uint64_t",
+    "int8_t",
+    "int16_t",
+    "int32_t",
+    "int64_t",
+    "utf8_t",
+    "uint5_t",
+    "uint27_clock_t",
+    "uint64_clock_t",
+];
+
+/// Writes the TSDL metadata of `trace` to `w`, after checking it (see
+/// [`MetadataError`] for what is refused).
 pub fn write_metadata<W: Write>(
     w: &mut W,
     trace: &TraceDescription<'_>,
@@ -123,9 +152,20 @@ trace {{
 }};
 
 env {{
-    tracer_name = "{tracer}";
+    tracer_name = {tracer};
     domain = "ust";
-}};
+"#,
+        tracer = Quoted(trace.tracer_name),
+    )?;
+    for (key, value) in trace.env {
+        match value {
+            EnvValue::Str(v) => writeln!(w, "    {key} = {};", Quoted(v))?,
+            EnvValue::Int(v) => writeln!(w, "    {key} = {v};")?,
+        }
+    }
+    write!(
+        w,
+        r#"}};
 
 clock {{
     name = {name};
@@ -151,7 +191,21 @@ struct event_header {{
 stream {{
     id = 0;
     event.header := struct event_header;
-    packet.context := struct {{
+"#,
+        name = clock.name,
+        description = clock.description,
+        freq = clock.freq,
+        offset_s = clock.offset_s,
+        offset = clock.offset,
+    )?;
+    if !trace.event_context.is_empty() {
+        w.write_str("    event.context := struct {\n")?;
+        write_fields(w, trace.event_context)?;
+        w.write_str("    };\n")?;
+    }
+    write!(
+        w,
+        r#"    packet.context := struct {{
         uint64_clock_t timestamp_begin;
         uint64_clock_t timestamp_end;
         uint64_t content_size;
@@ -174,13 +228,7 @@ event {{
     id = {PADDING_EMPTY_ID};
     stream_id = 0;
 }};
-"#,
-        tracer = trace.tracer_name,
-        name = clock.name,
-        description = clock.description,
-        freq = clock.freq,
-        offset_s = clock.offset_s,
-        offset = clock.offset,
+"#
     )?;
     for event in trace.events {
         write_event(w, event)?;
@@ -188,37 +236,7 @@ event {{
     Ok(())
 }
 
-fn validate(trace: &TraceDescription<'_>) -> Result<(), MetadataError> {
-    let clock = &trace.clock;
-    if !is_identifier(clock.name) {
-        return Err(MetadataError::InvalidName("clock name"));
-    }
-    if !is_plain_string(clock.description) || !is_plain_string(trace.tracer_name) {
-        return Err(MetadataError::InvalidName(
-            "clock description or tracer name",
-        ));
-    }
-    if clock.freq == 0 {
-        return Err(MetadataError::ZeroFrequency);
-    }
-    for (i, event) in trace.events.iter().enumerate() {
-        if event.id == PADDING_ID || event.id == PADDING_EMPTY_ID {
-            return Err(MetadataError::ReservedId(event.id));
-        }
-        if trace.events[..i].iter().any(|e| e.id == event.id) {
-            return Err(MetadataError::DuplicateId(event.id));
-        }
-        if event.name.is_empty() || !is_plain_string(event.name) {
-            return Err(MetadataError::InvalidName("event name"));
-        }
-        if !event.fields.iter().all(|f| is_identifier(f.name)) {
-            return Err(MetadataError::InvalidName("field name"));
-        }
-    }
-    Ok(())
-}
-
-fn write_event<W: Write>(w: &mut W, event: &EventSchema) -> Result<(), MetadataError> {
+fn write_event<W: Write>(w: &mut W, event: &EventSchema) -> fmt::Result {
     write!(
         w,
         "\nevent {{\n    name = \"{}\";\n    id = {};\n    stream_id = 0;\n",
@@ -226,38 +244,52 @@ fn write_event<W: Write>(w: &mut W, event: &EventSchema) -> Result<(), MetadataE
     )?;
     if !event.fields.is_empty() {
         w.write_str("    fields := struct {\n")?;
-        for field in event.fields {
-            let name = field.name;
-            let scalar = match field.ty {
-                FieldType::U8 => "uint8_t",
-                FieldType::U16 => "uint16_t",
-                FieldType::U32 => "uint32_t",
-                FieldType::U64 => "uint64_t",
-                FieldType::I8 => "int8_t",
-                FieldType::I16 => "int16_t",
-                FieldType::I32 => "int32_t",
-                FieldType::I64 => "int64_t",
-                FieldType::F32 => "float",
-                FieldType::F64 => "double",
-                FieldType::Bytes(n) => {
-                    writeln!(w, "        uint8_t {name}[{n}];")?;
-                    continue;
-                }
-                FieldType::Sequence => {
-                    writeln!(w, "        uint32_t _{name}_length;")?;
-                    writeln!(w, "        uint8_t {name}[_{name}_length];")?;
-                    continue;
-                }
-                FieldType::String => {
-                    writeln!(w, "        uint32_t _{name}_length;")?;
-                    writeln!(w, "        utf8_t {name}[_{name}_length];")?;
-                    continue;
-                }
-            };
-            writeln!(w, "        {scalar} {name};")?;
-        }
+        write_fields(w, event.fields)?;
         w.write_str("    };\n")?;
     }
-    w.write_str("};\n")?;
+    w.write_str("};\n")
+}
+
+/// One declaration per field; two for strings and sequences (their generated
+/// length `_<name>_length` first).
+fn write_fields<W: Write>(w: &mut W, fields: &[FieldDef]) -> fmt::Result {
+    for &FieldDef { name, ty } in fields {
+        match ty {
+            FieldType::Bytes(n) => writeln!(w, "        uint8_t {name}[{n}];")?,
+            FieldType::Array(element, n) => {
+                writeln!(w, "        {} {name}[{n}];", scalar(*element))?
+            }
+            FieldType::Sequence => {
+                writeln!(w, "        uint32_t _{name}_length;")?;
+                writeln!(w, "        uint8_t {name}[_{name}_length];")?;
+            }
+            FieldType::String => {
+                writeln!(w, "        uint32_t _{name}_length;")?;
+                writeln!(w, "        utf8_t {name}[_{name}_length];")?;
+            }
+            ty => writeln!(w, "        {} {name};", scalar(ty))?,
+        }
+    }
     Ok(())
+}
+
+/// The TSDL type of a scalar (validation refuses arrays of anything else).
+fn scalar(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::U8 => "uint8_t",
+        FieldType::U16 => "uint16_t",
+        FieldType::U32 => "uint32_t",
+        FieldType::U64 => "uint64_t",
+        FieldType::I8 => "int8_t",
+        FieldType::I16 => "int16_t",
+        FieldType::I32 => "int32_t",
+        FieldType::I64 => "int64_t",
+        FieldType::F32 => "float",
+        FieldType::F64 => "double",
+        // Readers print "false" and "true".
+        FieldType::Bool => r#"enum : uint8_t { "false" = 0, "true" = 1 }"#,
+        FieldType::Bytes(_) | FieldType::Array(..) | FieldType::Sequence | FieldType::String => {
+            "uint8_t"
+        }
+    }
 }

@@ -1,20 +1,30 @@
 //! CTF 1.8: every sub-buffer a packet, every record an event, and the TSDL metadata
 //! that lets babeltrace2 read them (DESIGN.md section 9).
 //!
-//! A tracer declares [`EventSchema`]s, creates one [`Ctf`] client per buffer (per
-//! CPU), writes events with [`write_event`] (one call, no allocation, fields encoded
-//! in place), and writes [`write_metadata`] next to the stream files.
+//! A tracer declares event classes, creates one [`Ctf`] client per buffer (per
+//! CPU), writes events, and writes [`write_metadata`] next to the stream files.
+//! Event classes are declared either typed, with [`crate::event!`] (written with a
+//! typed call into a [`Sink`], the fields encoded in place with no runtime type
+//! dispatch), or dynamically as [`EventSchema`]s written with [`write_event`] and
+//! a slice of [`Value`]s (checked against the schema on every call). Neither
+//! allocates.
 
 mod client;
+mod event;
+mod field;
 mod metadata;
 mod schema;
+mod validate;
 
 pub use client::{
     close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
-    EXTENDED_HEADER, EXTENDED_ID, PACKET_HEADER_SIZE,
+    EXTENDED_HEADER, EXTENDED_ID, MAX_EVENT_CONTEXT, PACKET_HEADER_SIZE,
 };
-pub use metadata::{write_metadata, ClockDescription, MetadataError, TraceDescription, Uuid};
+pub use event::{BufferSink, EmitError, Event, EventId, Sink};
+pub use field::{Element, Field};
+pub use metadata::{write_metadata, ClockDescription, EnvValue, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
+pub use validate::MetadataError;
 
 use crate::{Buffer, Client, Clock, Control, Nesting, ReserveError};
 
@@ -32,9 +42,30 @@ pub enum EventError {
     Reserve(ReserveError),
 }
 
+impl core::fmt::Display for EventError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Schema(e) => write!(f, "values do not match the event's schema: {e}"),
+            Self::Reserve(e) => write!(f, "the buffer refused the event: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Schema(e) => Some(e),
+            Self::Reserve(e) => Some(e),
+        }
+    }
+}
+
 /// Writes one event: checks `values` against `schema`, reserves, encodes the fields
 /// in place and commits. No allocation. (Any client works; [`Ctf`], or a wrapper
 /// around it, makes the result a CTF event.)
+///
+/// It writes no event context: on a stream that has one, write typed events into
+/// a [`Sink`] that writes it (e.g. [`BufferSink::with_context`]).
 pub fn write_event<C: Control, K: Client, T: Clock>(
     buf: &Buffer<C, K, T>,
     nest: &Nesting,

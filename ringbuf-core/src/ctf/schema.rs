@@ -26,8 +26,14 @@ pub enum FieldType {
     F32,
     /// IEEE 754 double precision.
     F64,
+    /// One byte, 0 (false) or 1 (true); declared as an enumeration so readers print
+    /// `"false"` or `"true"`.
+    Bool,
     /// Exactly this many bytes.
     Bytes(usize),
+    /// This many elements of an integer, float or bool type, back to back (arrays
+    /// of bytes are [`FieldType::Bytes`]).
+    Array(&'static FieldType, usize),
     /// A `u32` length then that many bytes.
     Sequence,
     /// A `u32` length then that many UTF-8 bytes (no terminator).
@@ -35,16 +41,30 @@ pub enum FieldType {
 }
 
 impl FieldType {
-    /// Encoded size of a fixed-size type; `None` for sequences and strings.
+    /// Encoded size of a fixed-size type; `None` for sequences and strings (and
+    /// arrays of them). An array too large to address saturates at `usize::MAX`
+    /// (no buffer holds it: writing one fails as too big).
     pub const fn fixed_size(self) -> Option<usize> {
         Some(match self {
-            Self::U8 | Self::I8 => 1,
+            Self::U8 | Self::I8 | Self::Bool => 1,
             Self::U16 | Self::I16 => 2,
             Self::U32 | Self::I32 | Self::F32 => 4,
             Self::U64 | Self::I64 | Self::F64 => 8,
             Self::Bytes(n) => n,
+            Self::Array(element, n) => match element.fixed_size() {
+                Some(size) => size.saturating_mul(n),
+                None => return None,
+            },
             Self::Sequence | Self::String => return None,
         })
+    }
+
+    /// Whether this is an integer, float or bool type: what an array may hold.
+    pub const fn is_scalar(self) -> bool {
+        !matches!(
+            self,
+            Self::Bytes(_) | Self::Array(..) | Self::Sequence | Self::String
+        )
     }
 }
 
@@ -69,6 +89,17 @@ pub struct EventSchema {
     pub fields: &'static [FieldDef],
 }
 
+impl EventSchema {
+    /// The schema of the typed event `E` (see [`super::Event`]) under `id`.
+    pub const fn of<E: super::Event>(id: u32) -> Self {
+        Self {
+            id,
+            name: E::NAME,
+            fields: E::FIELDS,
+        }
+    }
+}
+
 /// A field value to write.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[allow(missing_docs)]
@@ -83,7 +114,10 @@ pub enum Value<'a> {
     I64(i64),
     F32(f32),
     F64(f64),
-    /// For [`FieldType::Bytes`] (exact length) and [`FieldType::Sequence`].
+    Bool(bool),
+    /// For [`FieldType::Bytes`] (exact length), [`FieldType::Sequence`], and
+    /// [`FieldType::Array`] (its elements already encoded, little-endian: exactly
+    /// the array's size).
     Bytes(&'a [u8]),
     /// For [`FieldType::String`].
     Str(&'a str),
@@ -111,11 +145,29 @@ pub enum SchemaMismatch {
     },
 }
 
+impl core::fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Count { expected, given } => {
+                write!(f, "{given} values for {expected} fields")
+            }
+            Self::Type { field } => write!(f, "value {field} does not have its field's type"),
+            Self::TooLong { field } => {
+                write!(f, "value {field} is longer than u32::MAX bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SchemaMismatch {}
+
 impl Value<'_> {
     /// Encoded size if the value fits `ty`.
     fn size_as(&self, ty: FieldType) -> Option<usize> {
         match (ty, self) {
-            (FieldType::U8, Value::U8(_)) | (FieldType::I8, Value::I8(_)) => Some(1),
+            (FieldType::U8, Value::U8(_))
+            | (FieldType::I8, Value::I8(_))
+            | (FieldType::Bool, Value::Bool(_)) => Some(1),
             (FieldType::U16, Value::U16(_)) | (FieldType::I16, Value::I16(_)) => Some(2),
             (FieldType::U32, Value::U32(_))
             | (FieldType::I32, Value::I32(_))
@@ -124,6 +176,9 @@ impl Value<'_> {
             | (FieldType::I64, Value::I64(_))
             | (FieldType::F64, Value::F64(_)) => Some(8),
             (FieldType::Bytes(n), Value::Bytes(b)) if b.len() == n => Some(n),
+            (FieldType::Array(..), Value::Bytes(b)) if Some(b.len()) == ty.fixed_size() => {
+                Some(b.len())
+            }
             (FieldType::Sequence, Value::Bytes(b)) => Some(4 + b.len()),
             (FieldType::String, Value::Str(s)) => Some(4 + s.len()),
             _ => None,
@@ -154,6 +209,7 @@ impl Value<'_> {
             Value::I64(v) => emit(at, &v.to_le_bytes()),
             Value::F32(v) => emit(at, &v.to_le_bytes()),
             Value::F64(v) => emit(at, &v.to_le_bytes()),
+            Value::Bool(v) => emit(at, &[v as u8]),
             Value::Bytes(b) if ty == FieldType::Sequence => {
                 let at = emit(at, &(b.len() as u32).to_le_bytes());
                 emit(at, b)

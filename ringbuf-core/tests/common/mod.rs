@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: page-aligned memory and buffer setup.
 #![allow(dead_code)]
 
+pub mod trace;
+
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 

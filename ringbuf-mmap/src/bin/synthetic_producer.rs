@@ -116,6 +116,8 @@ fn main() {
         clock,
         events: &EVENTS,
         tracer_name: "synthetic_producer",
+        env: &[],
+        event_context: &[],
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).expect("valid metadata");
     if args.ctf {

@@ -204,6 +204,8 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         clock: clock.describe(),
         events: &EVENTS,
         tracer_name: "ringbuf record",
+        env: &[],
+        event_context: &[],
     };
     let mut metadata = String::new();
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace)
