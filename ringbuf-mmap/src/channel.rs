@@ -267,8 +267,13 @@ impl std::error::Error for ChannelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Backing(e) => Some(e),
+            Self::Config(e) => Some(e),
+            Self::Region { error, .. } => Some(error),
             Self::Clock(e) => Some(e),
-            _ => None,
+            Self::BadHeader(_)
+            | Self::BadLayout(_)
+            | Self::BadMetadata(_)
+            | Self::BufferCount(_) => None,
         }
     }
 }

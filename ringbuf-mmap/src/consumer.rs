@@ -58,7 +58,14 @@ impl std::fmt::Display for ConsumeError {
     }
 }
 
-impl std::error::Error for ConsumeError {}
+impl std::error::Error for ConsumeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Corrupt { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// A packet to export, held until the exporter returns.
 #[derive(Debug)]
@@ -97,7 +104,7 @@ impl std::fmt::Display for ExportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Consume(e) => write!(f, "{e}"),
-            Self::Packet(e) => write!(f, "invalid packet: {e:?}"),
+            Self::Packet(e) => write!(f, "invalid packet: {e}"),
             Self::Inconsistent { buffer, seq, why } => {
                 write!(f, "buffer {buffer}, packet {seq}: {why}")
             }
@@ -110,8 +117,9 @@ impl std::error::Error for ExportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Consume(e) => Some(e),
+            Self::Packet(e) => Some(e),
             Self::Io(e) => Some(e),
-            _ => None,
+            Self::Inconsistent { .. } => None,
         }
     }
 }

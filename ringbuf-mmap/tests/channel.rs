@@ -339,4 +339,18 @@ fn every_error_type_says_what_went_wrong_and_is_an_error() {
     ]) {
         assert!(m.contains(says), "{m:?} lacks {says:?}");
     }
+    // Wrapped errors are reachable as sources.
+    use std::error::Error;
+    let corrupt = ConsumeError::Corrupt {
+        buffer: 3,
+        error: ringbuf_core::ReadError::Corrupt,
+    };
+    assert!(corrupt.to_string().contains("buffer 3"));
+    assert!(corrupt.source().is_some());
+    assert!(ExportError::Consume(corrupt).source().is_some());
+    let config = ChannelError::Config(ringbuf_core::ConfigError::ZeroNestingLimit);
+    assert!(config.source().is_some());
+    assert!(ChannelError::Clock(ClockError::ZeroFrequency)
+        .source()
+        .is_some());
 }
