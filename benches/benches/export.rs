@@ -157,6 +157,7 @@ fn export(c: &mut Criterion) {
         buffers: 1,
         format: 1,
         prefault: true,
+        clock,
     };
     let channel = PerCpuChannel::create(
         Backing::Memfd { name: "bench" },

@@ -15,6 +15,7 @@ use benches::sink::Alone;
 use benches::{config, payload, time_events, Floor, Memory, Ringbuf, Sink};
 use criterion::measurement::WallTime;
 use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{Mode, RawRecords, Tsc};
 use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel};
 
@@ -56,6 +57,14 @@ fn scaling(c: &mut Criterion) {
             buffers: possible_cpus(),
             format: 0,
             prefault: true,
+            // Recorded in the header only: nothing reads these timestamps.
+            clock: ClockDescription {
+                name: "tsc",
+                description: "uncalibrated TSC",
+                freq: 1_000_000_000,
+                offset_s: 0,
+                offset: 0,
+            },
         };
         let channel = PerCpuChannel::create(
             Backing::Memfd { name: "scaling" },

@@ -52,7 +52,14 @@ impl std::fmt::Display for BackingError {
     }
 }
 
-impl std::error::Error for BackingError {}
+impl std::error::Error for BackingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for BackingError {
     fn from(e: io::Error) -> Self {

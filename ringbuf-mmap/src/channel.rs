@@ -2,24 +2,28 @@
 //! buffer region per CPU (or per thread).
 //!
 //! ```text
-//! 0        ChannelHeader (one page)
+//! 0        ChannelHeader (one page), with the trace clock
 //! 4096     metadata text (TSDL), metadata_len bytes
+//! threads  the thread-slot table (crate::slots), page-aligned, whole pages
 //! regions  buffers × region_stride, page-aligned; each a ringbuf_core::Region
 //! ```
 //!
 //! Everything a consumer or a crash tool needs is in the file: it validates the
-//! header, copies the metadata, and attaches each region (which validates itself).
+//! header (the clock included, so no reader parses TSDL to find it), copies the
+//! metadata, and attaches each region (which validates itself).
 
 use std::mem::size_of;
 
+use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{Config, ConfigError, Mode, Region, RegionError, Word};
 
 use crate::backing::{BackingError, Shm};
+use crate::slots::{self, SlotTable};
 
 /// Magic at the start of a channel file.
 pub const CHANNEL_MAGIC: [u8; 8] = *b"RBCHAN\0\x01";
-/// Channel layout version.
-pub const CHANNEL_VERSION: u32 = 1;
+/// Channel layout version (2: the clock and the thread-slot table).
+pub const CHANNEL_VERSION: u32 = 2;
 const PAGE: u64 = 4096;
 const MAX_BUFFERS: u32 = 4096;
 const MAX_METADATA: u64 = 64 << 20;
@@ -60,6 +64,160 @@ pub struct ChannelHeader {
     pub producer_pid: u32,
     /// Reserved, zero.
     pub reserved: u32,
+    /// Offset of the thread-slot table.
+    pub threads_offset: u64,
+    /// The clock of every timestamp in the channel.
+    pub clock: ChannelClock,
+}
+
+/// Bytes of [`ChannelClock::name`] (a name has at most one less).
+pub const CLOCK_NAME_BYTES: usize = 32;
+/// Bytes of [`ChannelClock::description`] (a description has at most one less).
+pub const CLOCK_DESCRIPTION_BYTES: usize = 64;
+
+/// The trace clock as the channel header records it: a [`ClockDescription`] with
+/// its text in fixed, NUL-padded fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelClock {
+    /// The name (a TSDL identifier, at most 31 bytes), NUL-padded.
+    pub name: [u8; CLOCK_NAME_BYTES],
+    /// The description (printable ASCII but `"` and `\`, at most 63 bytes),
+    /// NUL-padded.
+    pub description: [u8; CLOCK_DESCRIPTION_BYTES],
+    /// Ticks per second (non-zero).
+    pub freq: u64,
+    /// Seconds from the Unix epoch to tick 0 (with `offset`).
+    pub offset_s: i64,
+    /// Further ticks from `offset_s` to tick 0 (less than `freq`).
+    pub offset: u64,
+}
+
+/// Why a clock cannot be recorded in (or read from) a channel header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClockError {
+    /// The name is empty, longer than 31 bytes, not a TSDL identifier, or not
+    /// NUL-padded.
+    Name(String),
+    /// The description is longer than 63 bytes, holds something other than
+    /// printable ASCII (or `"`, `\`), or is not NUL-padded.
+    Description(String),
+    /// Zero ticks per second.
+    ZeroFrequency,
+    /// `offset` is not less than `freq` (whole seconds belong in `offset_s`).
+    Offset {
+        /// The offset in ticks.
+        offset: u64,
+        /// Ticks per second.
+        freq: u64,
+    },
+}
+
+impl std::fmt::Display for ClockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name(name) => write!(
+                f,
+                "clock name {name:?}: not a TSDL identifier of 1 to {} bytes",
+                CLOCK_NAME_BYTES - 1
+            ),
+            Self::Description(text) => write!(
+                f,
+                "clock description {text:?}: not printable ASCII without '\"' and '\\' of at most {} bytes",
+                CLOCK_DESCRIPTION_BYTES - 1
+            ),
+            Self::ZeroFrequency => f.write_str("clock frequency 0"),
+            Self::Offset { offset, freq } => write!(
+                f,
+                "clock offset {offset} ticks is not less than its frequency {freq} Hz"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClockError {}
+
+/// The same rule as the metadata writer's: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The same rule as the metadata writer's for free text.
+fn is_plain_string(s: &str) -> bool {
+    s.chars()
+        .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
+}
+
+/// `text` NUL-padded into `N` bytes, if it fits with at least one NUL.
+fn pad<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    (text.len() < N).then(|| {
+        out[..text.len()].copy_from_slice(text.as_bytes());
+        out
+    })
+}
+
+/// The text before the first NUL of `field`, if every byte after it is NUL too
+/// and it is UTF-8.
+fn unpad(field: &[u8]) -> Option<&str> {
+    let len = field.iter().position(|&b| b == 0)?;
+    field[len..]
+        .iter()
+        .all(|&b| b == 0)
+        .then(|| std::str::from_utf8(&field[..len]).ok())
+        .flatten()
+}
+
+impl ChannelClock {
+    /// Checks `clock` (the rules of TSDL, and of a header field's size) and
+    /// records it.
+    pub fn new(clock: &ClockDescription<'_>) -> Result<Self, ClockError> {
+        let name = pad(clock.name)
+            .filter(|_| is_identifier(clock.name))
+            .ok_or_else(|| ClockError::Name(clock.name.to_owned()))?;
+        let description = pad(clock.description)
+            .filter(|_| is_plain_string(clock.description))
+            .ok_or_else(|| ClockError::Description(clock.description.to_owned()))?;
+        let recorded = Self {
+            name,
+            description,
+            freq: clock.freq,
+            offset_s: clock.offset_s,
+            offset: clock.offset,
+        };
+        recorded.describe()?;
+        Ok(recorded)
+    }
+
+    /// The description recorded, checked as [`ChannelClock::new`] checks it (a
+    /// header read from a file may hold anything).
+    pub fn describe(&self) -> Result<ClockDescription<'_>, ClockError> {
+        let lossy = |field: &[u8]| String::from_utf8_lossy(field).into_owned();
+        let name = unpad(&self.name)
+            .filter(|n| is_identifier(n))
+            .ok_or_else(|| ClockError::Name(lossy(&self.name)))?;
+        let description = unpad(&self.description)
+            .filter(|d| is_plain_string(d))
+            .ok_or_else(|| ClockError::Description(lossy(&self.description)))?;
+        if self.freq == 0 {
+            return Err(ClockError::ZeroFrequency);
+        }
+        if self.offset >= self.freq {
+            return Err(ClockError::Offset {
+                offset: self.offset,
+                freq: self.freq,
+            });
+        }
+        Ok(ClockDescription {
+            name,
+            description,
+            freq: self.freq,
+            offset_s: self.offset_s,
+            offset: self.offset,
+        })
+    }
 }
 
 /// Why a channel could not be created or attached.
@@ -85,6 +243,9 @@ pub enum ChannelError {
     BadMetadata(&'static str),
     /// Zero buffers, or more than the limit.
     BufferCount(u32),
+    /// The clock cannot be recorded (creating), or the header's is invalid
+    /// (attaching).
+    Clock(ClockError),
 }
 
 impl std::fmt::Display for ChannelError {
@@ -97,11 +258,25 @@ impl std::fmt::Display for ChannelError {
             Self::BadLayout(why) => write!(f, "inconsistent channel layout: {why}"),
             Self::BadMetadata(why) => write!(f, "invalid trace metadata: {why}"),
             Self::BufferCount(n) => write!(f, "{n} buffers (1..={MAX_BUFFERS} allowed)"),
+            Self::Clock(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for ChannelError {}
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Backing(e) => Some(e),
+            Self::Config(e) => Some(e),
+            Self::Region { error, .. } => Some(error),
+            Self::Clock(e) => Some(e),
+            Self::BadHeader(_)
+            | Self::BadLayout(_)
+            | Self::BadMetadata(_)
+            | Self::BufferCount(_) => None,
+        }
+    }
+}
 
 impl From<BackingError> for ChannelError {
     fn from(e: BackingError) -> Self {
@@ -120,6 +295,8 @@ impl From<ConfigError> for ChannelError {
 pub struct ChannelLayout {
     /// Bytes of metadata.
     pub metadata_len: u64,
+    /// Offset of the thread-slot table.
+    pub threads_offset: u64,
     /// Offset of region 0.
     pub regions_offset: u64,
     /// Bytes between regions.
@@ -145,7 +322,8 @@ impl ChannelLayout {
             return Err(ChannelError::BadLayout("metadata too large"));
         }
         let region_size = Region::<ringbuf_core::SharedWord>::size_for(config)? as u64;
-        let regions_offset = (PAGE + metadata_len).next_multiple_of(PAGE);
+        let threads_offset = (PAGE + metadata_len).next_multiple_of(PAGE);
+        let regions_offset = threads_offset + slots::table_size(buffers);
         let region_stride = region_size.next_multiple_of(PAGE);
         // Checked: a hostile header may ask for 4096 regions of 2^52 bytes each. A
         // wrapped total could pass the file-length check in `header_config` while
@@ -157,6 +335,7 @@ impl ChannelLayout {
             .ok_or(ChannelError::BadLayout("larger than the address space"))?;
         Ok(Self {
             metadata_len,
+            threads_offset,
             regions_offset,
             region_stride,
             region_size,
@@ -204,12 +383,14 @@ pub(crate) fn header_config(
     let layout = ChannelLayout::new(&config, h.buffers, h.metadata_len)?;
     let expected = (
         PAGE,
+        layout.threads_offset,
         layout.regions_offset,
         layout.region_stride,
         layout.region_size,
     );
     if (
         h.metadata_offset,
+        h.threads_offset,
         h.regions_offset,
         h.region_stride,
         h.region_size,
@@ -222,17 +403,20 @@ pub(crate) fn header_config(
     if layout.size > file_len {
         return Err(ChannelError::BadLayout("file shorter than its buffers"));
     }
+    h.clock.describe().map_err(ChannelError::Clock)?;
     Ok((*h, config, layout))
 }
 
-/// Writes a new channel into `shm` (which must be `layout.size` bytes) and returns
-/// a pointer to each region for the caller to initialise.
+/// Writes a new channel's header and metadata into `shm` (which must be
+/// `layout.size` bytes); the regions are the caller's to initialise, and the
+/// thread-slot table starts zeroed (every slot free) in a new file.
 pub(crate) fn write_header(
     shm: &Shm,
     config: &Config,
     layout: &ChannelLayout,
     buffers: u32,
     format: u32,
+    clock: ChannelClock,
     metadata: &str,
 ) {
     let header = ChannelHeader {
@@ -253,6 +437,8 @@ pub(crate) fn write_header(
         // SAFETY: getpid has no preconditions.
         producer_pid: unsafe { libc::getpid() } as u32,
         reserved: 0,
+        threads_offset: layout.threads_offset,
+        clock,
     };
     const _: () = assert!(size_of::<ChannelHeader>() <= PAGE as usize);
     // SAFETY: the mapping is `layout.size` bytes (checked by the caller), which holds
@@ -319,6 +505,18 @@ pub fn check_metadata(text: &str) -> Result<(), &'static str> {
         return Err("ends inside a declaration (is its length too short?)");
     }
     Ok(())
+}
+
+/// The thread-slot table of a channel whose layout was checked.
+///
+/// # Safety
+///
+/// `shm` outlives the table, and `layout` was checked by `header_config` (or made
+/// for `shm` by its creator).
+pub(crate) unsafe fn slot_table(shm: &Shm, layout: &ChannelLayout, buffers: u32) -> SlotTable {
+    // SAFETY: the table lies inside the mapping (the layout fits the file), at a
+    // page-aligned offset; the caller keeps the mapping alive.
+    unsafe { SlotTable::new(shm.as_ptr().add(layout.threads_offset as usize), buffers) }
 }
 
 /// Region `index` of the channel, attached (validated) with flavour `W`.

@@ -187,6 +187,46 @@ mod tests {
         assert!((mapped_s - real_s).abs() <= 1, "{mapped_s} vs {real_s}");
     }
 
+    #[test]
+    fn a_recorded_description_gives_back_its_clock_or_an_error() {
+        let mono = Monotonic.describe();
+        assert!(matches!(
+            TraceClock::from_description(&mono),
+            Ok(TraceClock::Monotonic(_))
+        ));
+        let tsc = ClockDescription {
+            name: "tsc",
+            description: "recorded",
+            freq: 2_500_000_000,
+            offset_s: 1_700_000_000,
+            offset: 12_345,
+        };
+        match TraceClock::from_description(&tsc) {
+            Ok(clock) if cfg!(target_arch = "x86_64") => {
+                let d = clock.describe();
+                assert_eq!(
+                    (d.freq, d.offset_s, d.offset),
+                    (tsc.freq, tsc.offset_s, tsc.offset)
+                );
+            }
+            Err(e) if !cfg!(target_arch = "x86_64") => assert_eq!(e.name, "tsc"),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ClockDescription {
+                name: "realtime",
+                ..mono
+            },
+            ClockDescription { freq: 1000, ..mono },
+            ClockDescription { freq: 0, ..tsc },
+        ] {
+            let e = TraceClock::from_description(&bad).unwrap_err();
+            let message = e.to_string();
+            assert!(message.contains(bad.name), "{message}");
+            assert!(message.contains(&format!("{} Hz", bad.freq)), "{message}");
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn tsc_calibration_agrees_with_monotonic() {
@@ -214,6 +254,28 @@ mod tests {
     }
 }
 
+/// A clock description [`TraceClock::from_description`] cannot turn into a clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownClock {
+    /// The clock's name.
+    pub name: String,
+    /// Its ticks per second.
+    pub freq: u64,
+}
+
+impl std::fmt::Display for UnknownClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "clock {:?} at {} Hz is neither `monotonic` at 1 GHz nor `tsc` (on x86-64): \
+             its time cannot be read here",
+            self.name, self.freq
+        )
+    }
+}
+
+impl std::error::Error for UnknownClock {}
+
 /// The best trace clock here: the calibrated TSC when it is invariant, otherwise
 /// `CLOCK_MONOTONIC`.
 #[derive(Clone, Copy, Debug)]
@@ -239,13 +301,28 @@ impl TraceClock {
         }
     }
 
-    /// The clock a channel's metadata names (`tsc` or anything else), for a
-    /// consumer that must timestamp the packets it closes with the producer's clock.
-    pub fn named(name: &str) -> Self {
-        if name == "tsc" {
-            Self::best()
-        } else {
-            Self::Monotonic(Monotonic)
+    /// The clock `clock` describes (as a channel header records it:
+    /// [`crate::Consumer::clock`]), for a consumer that must timestamp the packets
+    /// it closes with the producer's clock: this module's `monotonic` (1 GHz) or
+    /// `tsc` (at the recorded frequency and offset, not calibrated again: the
+    /// counter is the machine's). Any other clock is an error rather than a wrong
+    /// time.
+    pub fn from_description(clock: &ClockDescription<'_>) -> Result<Self, UnknownClock> {
+        match clock.name {
+            "monotonic" if clock.freq == NANOS => Ok(Self::Monotonic(Monotonic)),
+            "tsc"
+                if cfg!(target_arch = "x86_64") && clock.freq != 0 && clock.offset < clock.freq =>
+            {
+                Ok(Self::Tsc(CalibratedTsc {
+                    freq: clock.freq,
+                    offset_s: clock.offset_s,
+                    offset: clock.offset,
+                }))
+            }
+            _ => Err(UnknownClock {
+                name: clock.name.to_owned(),
+                freq: clock.freq,
+            }),
         }
     }
 

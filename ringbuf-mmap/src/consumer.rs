@@ -7,11 +7,16 @@
 //! Positions and ids that change afterwards are bounds-checked by the core at each
 //! use. A file may also be truncated under the mapping: [`crate::guard`] turns the
 //! resulting SIGBUS into an error.
+//!
+//! On a per-thread channel the consumer also looks after the slot table: reading a
+//! retiring slot to the end frees it for another thread, and [`Consumer::switch_all`]
+//! asks the owners to close their packets instead of closing them itself.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
+use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{
     Buffer, Client, Clock, Flavour, LocalWord, ReadError, Region, RegionError, SharedWord, Switch,
     Word,
@@ -21,6 +26,7 @@ use crate::backing::Shm;
 use crate::channel::{self, ChannelError, ChannelHeader};
 use crate::guard;
 use crate::producer::wakeup_path;
+use crate::slots::{SlotLosses, SlotState, SlotTable};
 use crate::wakeup::Wakeup;
 
 /// Why reading failed.
@@ -52,7 +58,14 @@ impl std::fmt::Display for ConsumeError {
     }
 }
 
-impl std::error::Error for ConsumeError {}
+impl std::error::Error for ConsumeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Corrupt { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// A packet to export, held until the exporter returns.
 #[derive(Debug)]
@@ -91,7 +104,7 @@ impl std::fmt::Display for ExportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Consume(e) => write!(f, "{e}"),
-            Self::Packet(e) => write!(f, "invalid packet: {e:?}"),
+            Self::Packet(e) => write!(f, "invalid packet: {e}"),
             Self::Inconsistent { buffer, seq, why } => {
                 write!(f, "buffer {buffer}, packet {seq}: {why}")
             }
@@ -100,7 +113,16 @@ impl std::fmt::Display for ExportError {
     }
 }
 
-impl std::error::Error for ExportError {}
+impl std::error::Error for ExportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Consume(e) => Some(e),
+            Self::Packet(e) => Some(e),
+            Self::Io(e) => Some(e),
+            Self::Inconsistent { .. } => None,
+        }
+    }
+}
 
 /// A channel attached for reading. `W` is the flavour of its buffers
 /// ([`SharedWord`] for per-CPU channels, [`LocalWord`] for per-thread ones).
@@ -114,6 +136,7 @@ pub struct Consumer<W: Word, K: Client, T: Clock> {
     truncated: std::sync::atomic::AtomicBool,
     /// Per buffer, the last packet exported (see [`StreamTail`]).
     tails: std::sync::Mutex<Vec<Option<StreamTail>>>,
+    slots: SlotTable,
     shm: Shm,
 }
 
@@ -219,6 +242,9 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         if watch.truncated() {
             return Err(ChannelError::BadLayout("truncated while attaching"));
         }
+        // SAFETY: the layout was checked against the file; the mapping is kept in
+        // `self` after the table (drop order).
+        let slots = unsafe { channel::slot_table(&shm, &layout, header.buffers) };
         Ok(Self {
             buffers,
             header,
@@ -226,6 +252,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             wakeup,
             truncated: Default::default(),
             tails: std::sync::Mutex::new(vec![None; header.buffers as usize]),
+            slots,
             shm,
         })
     }
@@ -233,6 +260,15 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
     /// The trace metadata (TSDL) stored by the producer.
     pub fn metadata(&self) -> &str {
         &self.metadata
+    }
+
+    /// The clock of the channel's timestamps, as its header records it.
+    pub fn clock(&self) -> ClockDescription<'_> {
+        // The header is this consumer's copy, checked when attaching.
+        self.header
+            .clock
+            .describe()
+            .expect("checked when attaching")
     }
 
     /// The mapping (e.g. to check what the consumer touches).
@@ -281,6 +317,53 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         Some(stats)
     }
 
+    /// What the slot table says of buffer `index` (untrusted); `None` if there is
+    /// no such buffer, the file was truncated, or the channel is per-CPU (whose
+    /// buffers have no owner).
+    pub fn slot_state(&self, index: u32) -> Option<SlotState> {
+        self.read_slot_table(|slots| slots.state(index)).flatten()
+    }
+
+    /// Events a per-thread channel dropped because their thread had no slot (as
+    /// the file says: untrusted); `None` if the file was truncated or the channel
+    /// is per-CPU.
+    pub fn slot_losses(&self) -> Option<SlotLosses> {
+        self.read_slot_table(SlotTable::losses)
+    }
+
+    /// `f` of a per-thread channel's slot table, watched for truncation.
+    fn read_slot_table<R>(&self, f: impl FnOnce(&SlotTable) -> R) -> Option<R> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Relaxed: as in `drain`.
+        if W::FLAVOUR != Flavour::Local || self.truncated.load(Relaxed) {
+            return None;
+        }
+        let watch = guard::watch(&self.shm);
+        let result = f(&self.slots);
+        if watch.truncated() {
+            self.truncated.store(true, Relaxed);
+            return None;
+        }
+        Some(result)
+    }
+
+    /// Buffer `index`'s retiring state word, loaded before it is read (see
+    /// [`Consumer::free_if_read`]); never for a per-CPU channel.
+    fn retiring(&self, index: u32) -> Option<u64> {
+        (W::FLAVOUR == Flavour::Local)
+            .then(|| self.slots.retiring(index))
+            .flatten()
+    }
+
+    /// Frees buffer `index`'s slot for another thread if it was `retiring` when a
+    /// read began and that read reached the end: the owner closed its last packet
+    /// before it retired, so everything it wrote was read.
+    fn free_if_read(&self, index: u32, retiring: Option<u64>, read_to_end: bool) {
+        if let (Some(word), true) = (retiring, read_to_end) {
+            self.slots.free(index, word);
+        }
+    }
+
     /// Copies the complete packets of buffer `index` out, one at a time, into
     /// `scratch` (a whole sub-buffer), and hands each copy to `f`. Returns the number
     /// of packets: at most one buffer's worth (`subbuf_count`) per call, so that
@@ -302,6 +385,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         }
         scratch.resize(self.header.subbuf_size as usize, 0);
         let watch = guard::watch(&self.shm);
+        let retiring = self.retiring(index);
         let result = (|| {
             let mut reader = buffer
                 .reader()
@@ -327,7 +411,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
                         f(scratch);
                         packets += 1;
                     }
-                    Err(ReadError::NoData) => break,
+                    Err(ReadError::NoData) => return Ok((packets, true)),
                     Err(error) => {
                         return Err(ConsumeError::Corrupt {
                             buffer: index,
@@ -336,9 +420,12 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
                     }
                 }
             }
-            Ok(packets)
+            Ok((packets, false))
             // `reader` is dropped here: releasing it writes the region too.
         })();
+        if let Ok((_, read_to_end)) = result {
+            self.free_if_read(index, retiring, read_to_end);
+        }
         // Checked once the reader is released, whatever the result: the release (or
         // the read that made the state look corrupt) may be what hit the cut, and the
         // zero page the guard mapped over it would hide the truncation from every
@@ -347,7 +434,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             self.truncated.store(true, Relaxed);
             return Err(ConsumeError::Truncated);
         }
-        result
+        result.map(|(packets, _)| packets)
     }
 
     /// Hands each complete packet of buffer `index` to `export` without copying
@@ -389,6 +476,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             return Err(ExportError::Consume(ConsumeError::Truncated));
         }
         let watch = guard::watch(&self.shm);
+        let retiring = self.retiring(index);
         let result = (|| {
             let mut reader = buffer
                 .reader()
@@ -404,11 +492,11 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             while (packets as u64) < self.header.subbuf_count {
                 // Checked before getting: in overwrite mode a get takes the packet.
                 if reader.snapshot().consumed >= end {
-                    break;
+                    return Ok((packets, true));
                 }
                 let sub = match reader.get_next_subbuf() {
                     Ok(sub) => sub,
-                    Err(ReadError::NoData) => break,
+                    Err(ReadError::NoData) => return Ok((packets, true)),
                     Err(error) => {
                         return Err(ExportError::Consume(ConsumeError::Corrupt {
                             buffer: index,
@@ -452,15 +540,18 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
                 result?;
                 packets += 1;
             }
-            Ok(packets)
+            Ok((packets, false))
         })();
+        if let Ok((_, read_to_end)) = result {
+            self.free_if_read(index, retiring, read_to_end);
+        }
         // As in `drain`: once the reader is released, whatever the result.
         if watch.truncated() {
             self.truncated
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(ExportError::Consume(ConsumeError::Truncated));
         }
-        result
+        result.map(|(packets, _)| packets)
     }
 
     /// Waits up to `timeout` for a delivery wakeup (sleeps the whole timeout when the
@@ -475,31 +566,38 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         }
     }
 
-    /// Closes every buffer's open packet so it can be read (live mode: call it
-    /// periodically); returns whether it did. Only on per-CPU (shared-flavour)
-    /// channels, where the consumer is one more writer, which that flavour allows.
-    /// A per-thread channel's buffers are never written by a consumer (the local
-    /// flavour's contract: all writers on one CPU at a time), so there it does
-    /// nothing and returns false: only full packets, and those the owning thread
-    /// switched, can be read while the channel is written.
+    /// Makes every buffer's open packet readable (live mode: call it
+    /// periodically); returns whether the packets are closed already.
+    ///
+    /// On a per-CPU (shared-flavour) channel it closes them itself: the consumer is
+    /// one more writer, which that flavour allows; returns true. A per-thread
+    /// channel's buffers are never written by a consumer (the local flavour's
+    /// contract: all writers on one CPU at a time), so there it *requests* a switch
+    /// of every owned slot, which the owner honours on its next event with
+    /// `switch(Active)` (whatever `kind`), and returns false. A thread that writes
+    /// no more events keeps its packet open until it exits (its exit hook flushes
+    /// it).
     pub fn switch_all(&self, kind: Switch) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        if W::FLAVOUR != Flavour::Shared {
-            return false;
-        }
         // Relaxed: as in `drain`.
         if self.truncated.load(Relaxed) {
             return false;
         }
-        // Switching writes the region: a truncated file raises SIGBUS.
+        // Switching writes the region, requesting writes the slot table: a truncated
+        // file raises SIGBUS.
         let watch = guard::watch(&self.shm);
-        for b in &self.buffers {
-            let _ = b.switch(kind);
+        let local = W::FLAVOUR == Flavour::Local;
+        for (index, b) in (0..).zip(&self.buffers) {
+            if local {
+                self.slots.request_switch(index);
+            } else {
+                let _ = b.switch(kind);
+            }
         }
         if watch.truncated() {
             self.truncated.store(true, Relaxed);
         }
-        true
+        !local
     }
 }
 

@@ -1,7 +1,9 @@
 //! `ringbuf-mmap`: ringbuf buffers in shared memory.
 //!
 //! * [`PerCpuChannel`] / [`PerThreadChannel`]: a channel of buffers in a memfd or a
-//!   file, written from any thread and from signal handlers;
+//!   file, written from any thread and from signal handlers; a per-thread channel
+//!   gives each thread a buffer on its first event and takes it back after the
+//!   thread exits;
 //! * [`Consumer`]: another process attaches by path or descriptor and reads packets,
 //!   treating the memory as hostile ([`AnyConsumer`] when the channel may be of
 //!   either kind);
@@ -13,23 +15,30 @@ mod channel;
 pub mod clock;
 mod consumer;
 pub mod guard;
+mod per_thread;
 mod producer;
 mod recovery;
+mod slots;
 mod wakeup;
 
 pub use backing::{recv_fd, send_fd, BackingError, Shm};
 pub use channel::{
-    check_metadata, ChannelError, ChannelHeader, ChannelLayout, CHANNEL_MAGIC, CHANNEL_VERSION,
+    check_metadata, ChannelClock, ChannelError, ChannelHeader, ChannelLayout, ClockError,
+    CHANNEL_MAGIC, CHANNEL_VERSION, CLOCK_DESCRIPTION_BYTES, CLOCK_NAME_BYTES,
 };
 pub use consumer::{
     AnyConsumer, ConsumeError, Consumer, ExportError, ExportedPacket, PerCpuConsumer,
     PerThreadConsumer,
 };
+pub use per_thread::{
+    PerThreadChannel, SlotError, ThreadReader, ThreadWriter, MAX_CHANNELS_PER_THREAD,
+};
 pub use producer::{
-    current_cpu, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions, NoFreeSlot,
-    PerCpuChannel, PerThreadChannel, ThreadReader, ThreadWriter,
+    current_cpu, current_tid, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions,
+    PerCpuChannel,
 };
 pub use recovery::{recover_to_dir, ChannelImage, RecoveryError, RecoveryReport};
+pub use slots::{SlotLosses, SlotState};
 pub use wakeup::{Notify, Wakeup};
 
 pub use ringbuf_core as core;

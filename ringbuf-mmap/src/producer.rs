@@ -1,32 +1,34 @@
-//! The producer side: channels of buffers in shared memory.
+//! The producer side: channels of buffers in shared memory, and what every writer
+//! knows about its thread.
 //!
 //! * [`PerCpuChannel`]: one buffer per possible CPU, shared flavour (a thread can
 //!   migrate between reading its CPU number and its CAS, so two CPUs may write one
 //!   buffer). Any thread, and signal handlers, write through it.
-//! * [`PerThreadChannel`]: one buffer per registered thread, local flavour (non-LOCK
-//!   read-modify-writes): a thread registers once, outside the event path, and gets
-//!   a [`ThreadWriter`] that cannot leave it.
+//! * [`crate::PerThreadChannel`] (in `per_thread.rs`): one local-flavour buffer per
+//!   live thread.
 //!
 //! Every writer uses the calling thread's nesting counter, a `const`-initialised
 //! thread-local with no destructor: no lazy initialisation, usable from signal
-//! handlers.
+//! handlers. [`current_tid`] is cached the same way.
 
-use std::marker::PhantomData;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use ringbuf_core::ctf::{self, EventError, EventSchema, Value};
+use ringbuf_core::ctf::{self, ClockDescription, EventError, EventSchema, Value};
 use ringbuf_core::{
-    Buffer, Client, Clock, Config, LocalWord, Nesting, Reader, ReaderBusy, Region, Reservation,
-    ReserveError, SharedWord, Stats, Switch, SwitchError, Word,
+    Buffer, Client, Clock, Config, Nesting, Region, ReserveError, SharedWord, Stats, Switch,
+    SwitchError, Word,
 };
 
 use crate::backing::Shm;
-use crate::channel::{self, ChannelError, ChannelLayout};
+use crate::channel::{self, ChannelClock, ChannelError, ChannelLayout};
+use crate::slots::SlotTable;
 use crate::wakeup::{Notify, Wakeup};
 
 thread_local! {
     static NESTING: Nesting = const { Nesting::new() };
+    /// The calling thread's id, 0 until first asked.
+    static TID: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Runs `f` with the calling thread's nesting counter.
@@ -53,9 +55,36 @@ pub enum Backing<'a> {
     },
 }
 
+/// The calling thread's id (`gettid`), cached in a `const` thread-local: a load
+/// after the first call, and usable from signal handlers (the first call is one
+/// `gettid` system call, which is async-signal-safe). For a per-event thread-id
+/// context (`vtid`).
+///
+/// A child made by `fork` gets a new id: the cache is reset in the child once any
+/// channel of this crate was created in the process (a `pthread_atfork` handler).
+#[inline]
+pub fn current_tid() -> u32 {
+    TID.with(|cached| match cached.get() {
+        0 => {
+            // SAFETY: gettid has no preconditions and cannot fail.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            // A signal handler that runs between the load and this store stores the
+            // same value.
+            cached.set(tid);
+            tid
+        }
+        tid => tid,
+    })
+}
+
+/// Forgets the cached thread id (in a forked child).
+pub(crate) fn forget_tid() {
+    TID.with(|cached| cached.set(0));
+}
+
 /// How to build a channel.
 #[derive(Clone, Copy, Debug)]
-pub struct ChannelOptions {
+pub struct ChannelOptions<'a> {
     /// Every buffer's configuration.
     pub config: Config,
     /// Number of buffers (CPUs or thread slots).
@@ -64,6 +93,10 @@ pub struct ChannelOptions {
     pub format: u32,
     /// Touch every page at creation, so the event path never page-faults.
     pub prefault: bool,
+    /// The clock of every buffer's timestamps (the description of the clocks that
+    /// `create`'s `clock` makes), recorded in the channel header so that consumers
+    /// and crash tools know it without parsing the metadata.
+    pub clock: ClockDescription<'a>,
 }
 
 /// The number of CPUs the system may have (`_SC_NPROCESSORS_CONF`).
@@ -89,33 +122,34 @@ pub fn wakeup_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.wake"))
 }
 
-type ChannelBuffer<W, K, T> = Buffer<Region<'static, W>, Notify<K>, T>;
+pub(crate) type ChannelBuffer<W, K, T> = Buffer<Region<'static, W>, Notify<K>, T>;
 
-/// The in-process reader of a [`PerThreadChannel`] slot.
-pub type ThreadReader<'c, K, T> = Reader<'c, Region<'static, LocalWord>, Notify<K>, T>;
-
-/// What both channel kinds hold. Field order is drop order: the buffers point into
-/// the mapping, so they go first.
-struct Parts<W: Word, K: Client, T: Clock> {
-    buffers: Vec<ChannelBuffer<W, K, T>>,
-    wakeup: Wakeup,
-    shm: Shm,
-    path: Option<PathBuf>,
+/// What both channel kinds hold. Field order is drop order: the buffers and the
+/// slot table point into the mapping, so they go first.
+pub(crate) struct Parts<W: Word, K: Client, T: Clock> {
+    pub(crate) buffers: Vec<ChannelBuffer<W, K, T>>,
+    pub(crate) slots: SlotTable,
+    pub(crate) wakeup: Wakeup,
+    pub(crate) shm: Shm,
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
     /// # Safety
     ///
     /// For `LocalWord`, every buffer is written by one CPU at a time.
-    unsafe fn create(
+    pub(crate) unsafe fn create(
         backing: Backing<'_>,
-        options: &ChannelOptions,
+        options: &ChannelOptions<'_>,
         metadata: &str,
         mut client: impl FnMut(u32) -> K,
         mut clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
         let config = options.config;
         let layout = ChannelLayout::new(&config, options.buffers, metadata.len() as u64)?;
+        // Checked before any file exists.
+        let recorded_clock = ChannelClock::new(&options.clock).map_err(ChannelError::Clock)?;
+        crate::per_thread::install_fork_handler();
         let size = layout.size as usize;
         let (shm, wakeup, path) = match backing {
             Backing::Memfd { name } => (
@@ -137,6 +171,7 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
             &layout,
             options.buffers,
             options.format,
+            recorded_clock,
             metadata,
         );
         let mut buffers = Vec::with_capacity(options.buffers as usize);
@@ -148,9 +183,13 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
             let notify = Notify::new(client(index), wakeup.fd());
             buffers.push(Buffer::new(region, notify, clock(index))?);
         }
+        // SAFETY: the table lies in the mapping, which lives in the returned struct,
+        // after the table in drop order.
+        let slots = unsafe { channel::slot_table(&shm, &layout, options.buffers) };
         channel::mark_ready(&shm);
         Ok(Self {
             buffers,
+            slots,
             wakeup,
             shm,
             path,
@@ -168,7 +207,7 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// clock; `metadata` is stored in the channel for consumers and crash recovery.
     pub fn create(
         backing: Backing<'_>,
-        options: &ChannelOptions,
+        options: &ChannelOptions<'_>,
         metadata: &str,
         client: impl FnMut(u32) -> K,
         clock: impl FnMut(u32) -> T,
@@ -234,118 +273,5 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// The file, for file-backed channels.
     pub fn path(&self) -> Option<&Path> {
         self.parts.path.as_deref()
-    }
-}
-
-/// One local-flavour buffer per registered thread in shared memory.
-pub struct PerThreadChannel<K: Client, T: Clock> {
-    parts: Parts<LocalWord, K, T>,
-    registered: AtomicU32,
-}
-
-/// No thread slot is left in a [`PerThreadChannel`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NoFreeSlot;
-
-impl<K: Client, T: Clock> PerThreadChannel<K, T> {
-    /// Creates the channel with `options.buffers` thread slots.
-    pub fn create(
-        backing: Backing<'_>,
-        options: &ChannelOptions,
-        metadata: &str,
-        client: impl FnMut(u32) -> K,
-        clock: impl FnMut(u32) -> T,
-    ) -> Result<Self, ChannelError> {
-        // SAFETY: buffers are only written through `ThreadWriter`s, one per slot,
-        // which cannot leave the thread that registered: one CPU at a time.
-        let parts = unsafe { Parts::create(backing, options, metadata, client, clock)? };
-        Ok(Self {
-            parts,
-            registered: AtomicU32::new(0),
-        })
-    }
-
-    /// Gives the calling thread a buffer of its own. Call once per thread, before
-    /// tracing (not on the event path); slots are not reused.
-    pub fn register(&self) -> Result<ThreadWriter<'_, K, T>, NoFreeSlot> {
-        // Relaxed: a counter handing out distinct indices; the buffers were
-        // published to this thread when the channel was shared with it.
-        let slot = self.registered.fetch_add(1, Ordering::Relaxed);
-        let buffer = self.parts.buffers.get(slot as usize).ok_or(NoFreeSlot)?;
-        Ok(ThreadWriter {
-            buffer,
-            slot,
-            _not_send: PhantomData,
-        })
-    }
-
-    /// Counters of every slot.
-    pub fn stats(&self) -> Vec<Stats> {
-        self.parts.buffers.iter().map(Buffer::stats).collect()
-    }
-
-    /// The reader of slot `slot`, for a consumer in this process. (The buffers
-    /// themselves are never handed out: writing one from another thread would break
-    /// the local flavour's contract.)
-    pub fn reader(&self, slot: u32) -> Option<Result<ThreadReader<'_, K, T>, ReaderBusy>> {
-        self.parts.buffers.get(slot as usize).map(Buffer::reader)
-    }
-
-    /// The shared memory.
-    pub fn shm(&self) -> &Shm {
-        &self.parts.shm
-    }
-
-    /// The wakeup descriptor.
-    pub fn wakeup(&self) -> &Wakeup {
-        &self.parts.wakeup
-    }
-}
-
-/// A thread's own buffer in a [`PerThreadChannel`]. Neither `Send` nor `Sync`: only
-/// the registering thread (and its signal handlers) write through it.
-pub struct ThreadWriter<'c, K: Client, T: Clock> {
-    buffer: &'c ChannelBuffer<LocalWord, K, T>,
-    slot: u32,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl<K: Client, T: Clock> ThreadWriter<'_, K, T> {
-    /// Reserves room for one event in this thread's buffer (see
-    /// [`Buffer::reserve`]); the reservation cannot leave the thread either.
-    #[inline]
-    pub fn reserve<'a>(
-        &'a self,
-        nest: &'a Nesting,
-        event_id: u32,
-        payload_len: usize,
-    ) -> Result<Reservation<'a, Region<'static, LocalWord>, Notify<K>, T>, ReserveError> {
-        self.buffer.reserve(nest, event_id, payload_len)
-    }
-
-    /// The slot (buffer index in the channel).
-    pub fn slot(&self) -> u32 {
-        self.slot
-    }
-
-    /// Writes one event of raw payload.
-    #[inline]
-    pub fn write(&self, event_id: u32, payload: &[u8]) -> Result<(), ReserveError> {
-        with_nesting(|nest| self.buffer.write(nest, event_id, payload))
-    }
-
-    /// Writes one schema-described event.
-    #[inline]
-    pub fn write_event(
-        &self,
-        schema: &EventSchema,
-        values: &[Value<'_>],
-    ) -> Result<(), EventError> {
-        with_nesting(|nest| ctf::write_event(self.buffer, nest, schema, values))
-    }
-
-    /// Closes this thread's open packet (only the owning thread may: local flavour).
-    pub fn switch(&self, kind: Switch) -> Result<(), SwitchError> {
-        self.buffer.switch(kind)
     }
 }

@@ -195,6 +195,12 @@ impl ChannelImage {
         &self.metadata
     }
 
+    /// The clock of the channel's timestamps, as its header records it.
+    pub fn clock(&self) -> ringbuf_core::ctf::ClockDescription<'_> {
+        // The header is our copy, checked in `read`.
+        self.header.clock.describe().expect("checked when read")
+    }
+
     /// Number of buffers.
     pub fn buffers(&self) -> u32 {
         self.header.buffers

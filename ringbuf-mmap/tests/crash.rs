@@ -212,6 +212,7 @@ fn the_open_packet_is_stamped_from_what_was_committed() {
             buffers: 1,
             format: 1,
             prefault: false,
+            clock: trace.clock,
         };
         let channel = PerCpuChannel::create(
             Backing::File {

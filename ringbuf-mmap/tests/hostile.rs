@@ -42,9 +42,11 @@ use ringbuf_core::{
     NoClock, RawPacket, RawRecords, ReadError, ReaderWords, Region, RegionError, RegionHeader,
     SharedWord, SlotWords, Switch, WriterWords, ENDIAN_TAG,
 };
+use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{
-    Backing, BackingError, ChannelError, ChannelHeader, ChannelImage, ChannelLayout,
-    ChannelOptions, ConsumeError, ExportError, ExportedPacket, PerCpuChannel, PerCpuConsumer,
+    Backing, BackingError, ChannelClock, ChannelError, ChannelHeader, ChannelImage, ChannelLayout,
+    ChannelOptions, ClockError, ConsumeError, ExportError, ExportedPacket, PerCpuChannel,
+    PerCpuConsumer, CHANNEL_VERSION,
 };
 
 const S: u64 = 4096;
@@ -198,6 +200,7 @@ fn channel_kind(e: &ChannelError) -> String {
         ChannelError::BadLayout(why) => format!("BadLayout({why})"),
         ChannelError::BadMetadata(_) => "BadMetadata".into(),
         ChannelError::BufferCount(_) => "BufferCount".into(),
+        ChannelError::Clock(c) => format!("Clock/{}", variant(format!("{c:?}"))),
     }
 }
 
@@ -222,6 +225,7 @@ fn create(dir: &Path, name: &str, mode: Mode) -> Channel {
         buffers: BUFFERS,
         format: FORMAT,
         prefault: false,
+        clock: Monotonic.describe(),
     };
     PerCpuChannel::create(
         Backing::File { dir, name },
@@ -758,6 +762,7 @@ fn ctf_image(dir: &Path, mode: Mode) -> Vec<u8> {
         buffers: BUFFERS,
         format: CTF_FORMAT,
         prefault: false,
+        clock: Monotonic.describe(),
     };
     let backing = Backing::File { dir, name: "ctf" };
     let client = |cpu| Ctf::new(*b"hostile-ringbuf!", cpu);
@@ -1251,11 +1256,13 @@ fn targeted(mode: Mode) {
 
     // The channel header.
     f.refused("magic", |_, b| b[3] ^= 0x20, bad_header("bad magic"));
-    f.refused(
-        "version",
-        set32(offset_of!(ChannelHeader, version), 2),
-        bad_header("unsupported version"),
-    );
+    for version in [1, CHANNEL_VERSION + 1] {
+        f.refused(
+            "version",
+            set32(offset_of!(ChannelHeader, version), version),
+            bad_header("unsupported version"),
+        );
+    }
     f.refused(
         "not ready",
         set32(offset_of!(ChannelHeader, ready), 0),
@@ -1281,6 +1288,11 @@ fn targeted(mode: Mode) {
             8192,
         ),
         (
+            "thread table offset",
+            offset_of!(ChannelHeader, threads_offset),
+            regions,
+        ),
+        (
             "regions offset",
             offset_of!(ChannelHeader, regions_offset),
             regions + 4096,
@@ -1303,6 +1315,45 @@ fn targeted(mode: Mode) {
     ] {
         f.refused(what, set64(at, v), offsets_differ);
     }
+    // The clock: every rule of `ChannelClock::new`, checked again on the way in.
+    let clock = offset_of!(ChannelHeader, clock);
+    let name = clock + offset_of!(ChannelClock, name);
+    let description = clock + offset_of!(ChannelClock, description);
+    let freq = clock + offset_of!(ChannelClock, freq);
+    let clock_error = |check: fn(&ClockError) -> bool| move |e: &ChannelError| matches!(e, ChannelError::Clock(c) if check(c));
+    let bad_name = clock_error(|c| matches!(c, ClockError::Name(_)));
+    let bad_description = clock_error(|c| matches!(c, ClockError::Description(_)));
+    f.refused("clock name empty", |_, b| b[name] = 0, bad_name);
+    f.refused("clock name a digit", |_, b| b[name] = b'9', bad_name);
+    f.refused(
+        "clock name not padded",
+        |_, b| b[name + 31] = b'x',
+        bad_name,
+    );
+    f.refused("clock name not UTF-8", |_, b| b[name + 1] = 0xff, bad_name);
+    f.refused(
+        "clock description quoted",
+        |_, b| b[description] = b'"',
+        bad_description,
+    );
+    f.refused(
+        "clock description not padded",
+        |_, b| b[description + 63] = b'x',
+        bad_description,
+    );
+    f.refused(
+        "clock frequency",
+        set64(freq, 0),
+        clock_error(|c| *c == ClockError::ZeroFrequency),
+    );
+    f.refused(
+        "clock offset",
+        |_, b| {
+            let hz = u64::from_ne_bytes(b[freq..freq + 8].try_into().unwrap());
+            put(b, clock + offset_of!(ChannelClock, offset), hz);
+        },
+        clock_error(|c| matches!(c, ClockError::Offset { .. })),
+    );
     f.refused(
         "no buffers",
         set32(offset_of!(ChannelHeader, buffers), 0),
@@ -1908,6 +1959,9 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
     let map = Map::new(mode);
     let first = attach(&path).unwrap();
     let stop = AtomicBool::new(false);
+    // Threads that have begun their first round: the malice waits for both, so a
+    // busy machine that starts them late cannot make a phase without them.
+    let running = AtomicU64::new(0);
     let shared = Mutex::new(Tally::default());
     let mut out = Phase::default();
     std::thread::scope(|s| {
@@ -1916,7 +1970,8 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
             let nest = Nesting::new();
             let (mut ok, mut lost) = (0u64, 0u64);
             let mut seq = 0;
-            while !stop.load(Relaxed) {
+            running.fetch_add(1, Relaxed);
+            while !stop.load(Relaxed) || seq == 0 {
                 for (b, buffer) in channel.buffers().iter().enumerate() {
                     match buffer.write(&nest, EVENT, &payload(b, seq)) {
                         Ok(()) => ok += 1,
@@ -1934,7 +1989,8 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
         // Consumers: the one attached before the malice, and new ones.
         let consumer = s.spawn(|| {
             let mut rounds = 0u64;
-            while !stop.load(Relaxed) {
+            running.fetch_add(1, Relaxed);
+            while !stop.load(Relaxed) || rounds == 0 {
                 let mut local = Tally::default();
                 local.drain_all(&first, 1, false);
                 first.switch_all(Switch::Active);
@@ -1952,6 +2008,9 @@ fn concurrent_phase(mode: Mode, phase: u64, dir: &Path, tally: &mut Tally) -> Ph
             }
             rounds
         });
+        while running.load(Relaxed) < 2 {
+            std::thread::yield_now();
+        }
         std::thread::sleep(WARMUP);
         let seed = seed() ^ 0x11fe ^ (mode as u64) << 8 ^ phase;
         out.hostile_writes = malice(&path, &map, seed, Instant::now() + MALICE);

@@ -52,6 +52,7 @@ fn channel(dir: &Path, config: Config, events: u64) -> PerCpuChannel<Ctf, Monoto
         buffers: 1,
         format: 1,
         prefault: false,
+        clock: trace.clock,
     };
     let channel = PerCpuChannel::create(
         Backing::File { dir, name: "chan" },

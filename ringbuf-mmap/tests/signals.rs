@@ -5,18 +5,20 @@
 //! nesting limit respected.
 //! Both flavours: a per-CPU (shared) channel and a per-thread (local) one.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use ringbuf_mmap::clock::Monotonic;
 
 use ringbuf_core::{
     Client, Clock, Config, Mapped, Mode, Nesting, NoClock, RawPacket, RawRecords, Reader,
     Reservation, ReserveError, Switch,
 };
 use ringbuf_mmap::{
-    with_nesting, Backing, ChannelOptions, PerCpuChannel, PerThreadChannel, ThreadWriter,
+    with_nesting, Backing, ChannelOptions, PerCpuChannel, PerThreadChannel, SlotLosses,
+    ThreadWriter,
 };
 
 const EVENTS: u64 = 1_000_000;
@@ -27,11 +29,6 @@ const HANDLER_BIT: u64 = 1 << 63;
 
 static SHARED: OnceLock<PerCpuChannel<RawRecords, NoClock>> = OnceLock::new();
 static LOCAL: OnceLock<PerThreadChannel<RawRecords, NoClock>> = OnceLock::new();
-
-thread_local! {
-    static LOCAL_WRITER: Cell<*const ThreadWriter<'static, RawRecords, NoClock>> =
-        const { Cell::new(std::ptr::null()) };
-}
 
 /// Which channel the handler writes to (0: shared, 1: local).
 static USE_LOCAL: AtomicBool = AtomicBool::new(false);
@@ -82,13 +79,11 @@ extern "C" fn handler(_sig: libc::c_int) {
         }
     };
     let result = if USE_LOCAL.load(Ordering::Relaxed) {
-        let writer = LOCAL_WRITER.with(Cell::get);
-        if writer.is_null() {
+        // The writer thread registered before its timer started; a handler never
+        // registers.
+        let Ok(writer) = LOCAL.get().expect("set").signal_writer() else {
             return;
-        }
-        // SAFETY: set by this thread before its timer started, to a leaked writer
-        // of a static channel.
-        let writer = unsafe { &*writer };
+        };
         write_one(|nest| writer.reserve(nest, 1, 16), seq, nest_deeper)
     } else {
         let buffer = SHARED.get().expect("set").current();
@@ -309,12 +304,13 @@ fn reset_counters() {
     MAX_DEPTH.store(0, Ordering::Relaxed);
 }
 
-fn options() -> ChannelOptions {
+fn options() -> ChannelOptions<'static> {
     ChannelOptions {
         config: Config::new(64 * 1024, 16, Mode::Discard).with_nesting_limit(LIMIT),
         buffers: ringbuf_mmap::possible_cpus(),
         format: 0,
         prefault: true,
+        clock: Monotonic.describe(),
     }
 }
 
@@ -376,10 +372,9 @@ fn signal_storms_write_into_the_interrupted_buffer_with_exact_accounting() {
         readers,
         || {
             // Registered on the writer thread, where it stays; the handler finds it
-            // through a thread-local.
+            // with `signal_writer`.
             let writer: &'static ThreadWriter<'static, RawRecords, NoClock> =
-                Box::leak(Box::new(local.register().unwrap()));
-            LOCAL_WRITER.with(|w| w.set(writer));
+                Box::leak(Box::new(local.writer().unwrap()));
             StormWriter {
                 write: Box::new(move |i| write_one(|nest| writer.reserve(nest, 1, 16), i, || {})),
                 // Only the owning thread may close its packet, and only once no
@@ -395,4 +390,6 @@ fn signal_storms_write_into_the_interrupted_buffer_with_exact_accounting() {
         || assert!(FLUSHED.load(Ordering::Acquire)),
     );
     verify("per-thread", &outcome, &local.stats());
+    // The handlers found the writer thread's registration every time.
+    assert_eq!(local.losses(), SlotLosses::default());
 }

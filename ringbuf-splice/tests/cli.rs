@@ -442,6 +442,7 @@ mod per_thread {
             buffers: 2,
             format: CTF_FORMAT,
             prefault: false,
+            clock: trace.clock,
         };
         PerThreadChannel::create(
             Backing::File { dir, name },
@@ -472,7 +473,7 @@ fn stat_snapshot_and_consume_read_a_per_thread_channel() {
     let channel = per_thread::create(&dir, "threads");
     let path = dir.join("threads");
     let path = path.to_str().unwrap();
-    let writer = channel.register().unwrap();
+    let writer = channel.writer().unwrap();
     per_thread::write(&writer, 100);
     per_thread::close(&writer);
 

@@ -55,6 +55,7 @@ fn channel(subbuf: u64, count: u64, buffers: u32) -> (Channel, Consumer) {
         buffers,
         format: 1,
         prefault: false,
+        clock: trace.clock,
     };
     let channel = PerCpuChannel::create(
         Backing::Memfd { name: "live" },

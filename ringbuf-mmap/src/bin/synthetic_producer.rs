@@ -20,7 +20,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ringbuf_core::ctf::{Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value};
+use ringbuf_core::ctf::{
+    ClockDescription, Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value,
+};
 use ringbuf_core::{Client, Config, Mode, RawRecords, Switch};
 use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{possible_cpus, send_fd, Backing, ChannelOptions, PerCpuChannel};
@@ -106,11 +108,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let clock = Monotonic;
+    // One description for the metadata and the channel header alike.
+    let clock = Monotonic.describe();
     let mut metadata = String::new();
     let trace = TraceDescription {
         uuid: UUID,
-        clock: clock.describe(),
+        clock,
         events: &EVENTS,
         tracer_name: "synthetic_producer",
         env: &[],
@@ -118,18 +121,25 @@ fn main() {
     };
     ringbuf_core::ctf::write_metadata(&mut metadata, &trace).expect("valid metadata");
     if args.ctf {
-        run(&args, &metadata, CTF, |cpu| Ctf::new(UUID, cpu));
+        run(&args, &metadata, clock, CTF, |cpu| Ctf::new(UUID, cpu));
     } else {
-        run(&args, "", RAW, |_| RawRecords);
+        run(&args, "", clock, RAW, |_| RawRecords);
     }
 }
 
-fn run<K: Client>(args: &Args, metadata: &str, format: u32, client: impl FnMut(u32) -> K) {
+fn run<K: Client>(
+    args: &Args,
+    metadata: &str,
+    clock: ClockDescription<'_>,
+    format: u32,
+    client: impl FnMut(u32) -> K,
+) {
     let options = ChannelOptions {
         config: Config::new(args.subbuf, args.count, args.mode),
         buffers: possible_cpus(),
         format,
         prefault: true,
+        clock,
     };
     let (backing, socket) = match args.backing.split_once(':') {
         Some(("file", path)) => {

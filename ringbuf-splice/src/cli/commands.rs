@@ -76,31 +76,23 @@ macro_rules! with_consumer {
     };
 }
 
-/// The clock named in the channel's metadata (`name = tsc;` or other).
-fn clock_of(metadata: &str) -> TraceClock {
-    let name = metadata
-        .split("clock {")
-        .nth(1)
-        .and_then(|c| c.split("name = ").nth(1))
-        .and_then(|n| n.split(';').next())
-        .unwrap_or("monotonic");
-    TraceClock::named(name.trim())
-}
-
 /// Attaches to the channel at `path`, per-CPU or per-thread.
 fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
     let client = |cpu| Ctf::new([0; 16], cpu);
-    // The clock is only known from the metadata: attach once to read it.
-    let failed = |e| format!("attaching to the channel {}: {e}", path.display());
-    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock).map_err(failed)?;
+    // The clock is known from the channel header: attach once to read it.
+    let failed =
+        |e: &dyn std::fmt::Display| format!("attaching to the channel {}: {e}", path.display());
+    let probe =
+        AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| NoClock).map_err(|e| failed(&e))?;
     let metadata = with_consumer!(&probe, |c| c.metadata());
     // A cut or extended metadata text would make every trace written from it
     // unreadable: refuse the channel now.
     ringbuf_mmap::check_metadata(metadata)
-        .map_err(|why| failed(ringbuf_mmap::ChannelError::BadMetadata(why)))?;
-    let clock = clock_of(metadata);
+        .map_err(|why| failed(&ringbuf_mmap::ChannelError::BadMetadata(why)))?;
+    let clock = with_consumer!(&probe, |c| TraceClock::from_description(&c.clock()))
+        .map_err(|e| failed(&e))?;
     drop(probe);
-    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock).map_err(failed)
+    AnyConsumer::attach_path(path, CTF_FORMAT, client, |_| clock).map_err(|e| failed(&e))
 }
 
 /// What a consumer cannot do on a per-thread channel, said once per command.

@@ -220,6 +220,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         buffers: possible_cpus(),
         format: CTF_FORMAT,
         prefault: true,
+        clock: trace.clock,
     };
     let channel = PerCpuChannel::create(
         backing,
