@@ -197,10 +197,15 @@ impl<K: Client + 'static, T: Clock + 'static> PerThreadChannel<K, T> {
     /// outside a handler.
     #[inline]
     pub fn signal_writer(&self) -> Result<ThreadWriter<'_, K, T>, SlotError> {
-        match lookup(self.inner.id) {
-            Some((slot, owned)) => Ok(self.writer_at(slot, owned)),
-            None => Err(self.lost(SlotError::Unregistered)),
-        }
+        self.registered_writer()
+            .ok_or_else(|| self.lost(SlotError::Unregistered))
+    }
+
+    /// The calling thread's writer if it has one (async-signal-safe, counts
+    /// nothing): e.g. to flush its buffer when tracing ends.
+    #[inline]
+    pub fn registered_writer(&self) -> Option<ThreadWriter<'_, K, T>> {
+        lookup(self.inner.id).map(|(slot, owned)| self.writer_at(slot, owned))
     }
 
     fn writer_at(&self, slot: u32, owned: u64) -> ThreadWriter<'_, K, T> {
@@ -516,6 +521,25 @@ impl<K: Client, T: Clock> ThreadWriter<'_, K, T> {
     ) -> Result<(), EventError> {
         self.honour_switch_request();
         with_nesting(|nest| ctf::write_event(self.buffer, nest, schema, values))
+    }
+
+    /// Writes one typed event (see [`ctf::Sink`]) whose payload starts with
+    /// `context` (the stream's event context, as its `Ctf` client declares it).
+    #[inline(always)]
+    pub fn emit<E: ctf::Event, const N: usize>(
+        &self,
+        context: [u8; N],
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), ctf::EmitError> {
+        let Some(id) = E::id().get() else {
+            return Err(ctf::EmitError::Undeclared { event: E::NAME });
+        };
+        self.honour_switch_request();
+        with_nesting(|nest| {
+            let reserved = self.buffer.reserve(nest, id, N.saturating_add(len));
+            ctf::fill_reservation(reserved, &context, len, fill)
+        })
     }
 
     /// Closes this thread's open packet (only the owning thread may: local flavour).

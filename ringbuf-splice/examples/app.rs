@@ -23,7 +23,7 @@ static TICKS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_alarm(_: libc::c_int) {
     // A probe in a signal handler: no lock, no allocation.
-    let _ = Tick::emit(TICKS.fetch_add(1, Ordering::Relaxed));
+    let _ = Tick::emit_in_handler(TICKS.fetch_add(1, Ordering::Relaxed));
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

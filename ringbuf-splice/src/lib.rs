@@ -22,14 +22,16 @@ pub use trace_dir::{TraceDir, TraceError};
 
 pub use ringbuf_core::ctf::{EmitError, Event, Field};
 pub use ringbuf_core::Mode;
-pub use session::{Builder, Counters, Current, Session, SessionError};
+pub use session::{Builder, Counters, Current, CurrentInHandler, Session, SessionError};
 
 /// Declares typed event classes that a [`Session`] records.
 ///
 /// The grammar is [`ringbuf_core::event!`]'s; each struct also gets
 /// `$vis fn emit($($field: $Type),*) -> Result<(), EmitError>`, which writes one
 /// event into the running session ([`EmitError::NoSession`] if none is running,
-/// [`EmitError::Undeclared`] if it does not record this class).
+/// [`EmitError::Undeclared`] if it does not record this class), and
+/// `emit_in_handler`, the same for signal handlers (per-thread buffers must not
+/// register a thread from a handler: see [`CurrentInHandler`]).
 ///
 /// ```
 /// ringbuf_splice::event! {
@@ -60,11 +62,21 @@ macro_rules! event {
             impl $name {
                 /// Writes one event into the running session.
                 #[inline]
-                #[allow(clippy::too_many_arguments)]
+                #[allow(clippy::too_many_arguments, dead_code)]
                 $vis fn emit($($field: $ty),*)
                     -> ::core::result::Result<(), $crate::EmitError>
                 {
                     Self::write(&$crate::Current, $($field),*)
+                }
+
+                /// Writes one event into the running session from a signal
+                /// handler (see [`CurrentInHandler`]($crate::CurrentInHandler)).
+                #[inline]
+                #[allow(clippy::too_many_arguments, dead_code)]
+                $vis fn emit_in_handler($($field: $ty),*)
+                    -> ::core::result::Result<(), $crate::EmitError>
+                {
+                    Self::write(&$crate::CurrentInHandler, $($field),*)
                 }
             }
         )*

@@ -26,7 +26,8 @@
 //! ```
 //!
 //! One session runs at a time in a process: `Request::emit` writes into it, with no
-//! handle to pass around (as a tracepoint writes into whatever session is on). A
+//! handle to pass around (as a tracepoint writes into whatever session is on);
+//! signal handlers use `Request::emit_in_handler` (see [`CurrentInHandler`]). A
 //! session owns its channel (per-CPU buffers by default, or per-thread ones), a
 //! consumer thread that exports packets live into the trace directory, and the
 //! metadata: the events declared, the clock, the writing thread's id on every
@@ -47,16 +48,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringbuf_core::ctf::BufferSink;
 use ringbuf_core::ctf::{
-    write_metadata, Ctf, EmitError, EnvValue, Event, EventId, EventSchema, FieldDef, FieldType,
-    MetadataError, Sink, TraceDescription,
+    write_metadata, BufferSink, Ctf, EmitError, EnvValue, Event, EventId, EventSchema, FieldDef,
+    FieldType, MetadataError, Sink, TraceDescription,
 };
-use ringbuf_core::{Config, ConfigError, Mode, Stats, Switch};
+use ringbuf_core::{Client, Clock, Config, ConfigError, Mode, Stats, Switch, Word};
 use ringbuf_mmap::clock::TraceClock;
 use ringbuf_mmap::{
-    possible_cpus, with_nesting, Backing, ChannelError, ChannelOptions, PerCpuChannel,
-    PerCpuConsumer,
+    current_tid, possible_cpus, with_nesting, Backing, ChannelError, ChannelOptions, Consumer,
+    PerCpuChannel, PerThreadChannel, SlotError, Wakeup,
 };
 
 use crate::export_loop::{self, ExportStats, LoopError, LoopOptions};
@@ -70,6 +70,8 @@ const EVENT_CONTEXT: &[FieldDef] = &[FieldDef {
     name: "vtid",
     ty: FieldType::I32,
 }];
+/// Its bytes (what [`Shared::emit`] writes first).
+const EVENT_CONTEXT_BYTES: usize = 4;
 
 /// Why a session could not start or finish.
 #[derive(Debug)]
@@ -149,6 +151,8 @@ pub struct Builder {
     subbuf_count: u64,
     live_period: Option<Duration>,
     name: Option<String>,
+    /// Per-thread buffers with this many slots; `None`: per-CPU buffers.
+    thread_slots: Option<u32>,
 }
 
 impl Default for Builder {
@@ -162,6 +166,7 @@ impl Default for Builder {
             subbuf_count: 8,
             live_period: Some(Duration::from_millis(500)),
             name: None,
+            thread_slots: None,
         }
     }
 }
@@ -175,6 +180,23 @@ impl Builder {
             fields: E::FIELDS,
             id: E::id(),
         });
+        self
+    }
+
+    /// One buffer per CPU, shared by the threads running there (the default).
+    pub fn per_cpu(mut self) -> Self {
+        self.thread_slots = None;
+        self
+    }
+
+    /// One buffer per thread, from `slots` slots: a thread takes a free slot on its
+    /// first event and gives it back when it exits (once the consumer has read
+    /// its last packet). A thread that finds no free slot, or whose first event
+    /// comes from a signal handler, loses that event, counted
+    /// ([`Counters::lost_no_slot`], [`Counters::lost_unregistered`]). Per-thread
+    /// buffers are written without LOCK-prefixed atomics.
+    pub fn per_thread(mut self, slots: u32) -> Self {
+        self.thread_slots = Some(slots);
         self
     }
 
@@ -281,35 +303,86 @@ fn new_uuid() -> [u8; 16] {
     uuid
 }
 
-/// The calling thread's id, cached (one `gettid` per thread; usable from signal
-/// handlers: a `const` thread-local without destructor).
-fn current_tid() -> i32 {
-    thread_local! {
-        static TID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-    }
-    TID.with(|tid| {
-        if tid.get() == 0 {
-            // SAFETY: gettid has no preconditions.
-            tid.set(unsafe { libc::gettid() });
-        }
-        tid.get()
-    })
+/// The running session's channel.
+enum Channel {
+    PerCpu(PerCpuChannel<Ctf, TraceClock>),
+    PerThread(PerThreadChannel<Ctf, TraceClock>),
 }
 
 /// What the running session writes into.
 struct Shared {
-    channel: PerCpuChannel<Ctf, TraceClock>,
+    channel: Channel,
 }
 
 impl Shared {
+    /// Writes one event with the calling thread's id as its context. `in_handler`:
+    /// the caller may be a signal handler, so a per-thread channel must not
+    /// register the thread (registration is not async-signal-safe).
     #[inline(always)]
-    fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
+    fn emit<E: Event>(
+        &self,
+        in_handler: bool,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EmitError> {
         let tid = current_tid().to_le_bytes();
-        with_nesting(|nest| {
-            BufferSink::new(self.channel.current(), nest)
-                .with_context(tid)
-                .emit::<E>(len, fill)
-        })
+        match &self.channel {
+            Channel::PerCpu(c) => with_nesting(|nest| {
+                BufferSink::new(c.current(), nest)
+                    .with_context(tid)
+                    .emit::<E>(len, fill)
+            }),
+            Channel::PerThread(c) => {
+                let writer = if in_handler {
+                    c.signal_writer()
+                } else {
+                    c.writer()
+                };
+                // The channel counts what it refused (`SlotLosses`).
+                let writer = writer.map_err(|_: SlotError| EmitError::NoBuffer)?;
+                writer.emit::<E, EVENT_CONTEXT_BYTES>(tid, len, fill)
+            }
+        }
+    }
+
+    fn stats(&self) -> Vec<Stats> {
+        match &self.channel {
+            Channel::PerCpu(c) => c.stats(),
+            Channel::PerThread(c) => c.stats(),
+        }
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match &self.channel {
+            Channel::PerCpu(c) => c.path(),
+            Channel::PerThread(c) => c.path(),
+        }
+    }
+
+    /// Ends every stream this thread may end with a packet carrying its final
+    /// counts: every per-CPU buffer, or the calling thread's own per-thread one
+    /// (other threads' end when they exit, or at their next event once the
+    /// consumer asks). In discard mode a full buffer first needs the consumer
+    /// (still running) to drain it.
+    fn flush(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let retry = |switch: &dyn Fn() -> bool| {
+            while !switch() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        match &self.channel {
+            Channel::PerCpu(c) => {
+                for buffer in c.buffers() {
+                    retry(&|| buffer.switch(Switch::Flush).is_ok());
+                }
+            }
+            Channel::PerThread(c) => {
+                if let Some(writer) = c.registered_writer() {
+                    retry(&|| writer.switch(Switch::Flush).is_ok());
+                }
+            }
+        }
     }
 }
 
@@ -318,6 +391,15 @@ impl Shared {
 /// freed (see the module documentation).
 static CURRENT: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The running session, for a sink.
+#[inline(always)]
+fn current() -> Result<&'static Shared, EmitError> {
+    // Acquire: pairs with `start`'s Release, so the channel is seen initialised.
+    let shared = CURRENT.load(Ordering::Acquire);
+    // SAFETY: a published `Shared` is leaked by `start` and never freed.
+    unsafe { shared.as_ref() }.ok_or(EmitError::NoSession)
+}
+
 /// The [`Sink`] of the running session: what `Event::emit` writes into.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Current;
@@ -325,13 +407,22 @@ pub struct Current;
 impl Sink for Current {
     #[inline(always)]
     fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
-        // Acquire: pairs with `start`'s Release, so the channel is seen initialised.
-        let shared = CURRENT.load(Ordering::Acquire);
-        if shared.is_null() {
-            return Err(EmitError::NoSession);
-        }
-        // SAFETY: a published `Shared` is leaked by `start` and never freed.
-        unsafe { &*shared }.emit::<E>(len, fill)
+        current()?.emit::<E>(false, len, fill)
+    }
+}
+
+/// The [`Sink`] of the running session for signal handlers: what
+/// `Event::emit_in_handler` writes into. The same as [`Current`] with per-CPU
+/// buffers; with per-thread buffers it never registers the thread (which is not
+/// async-signal-safe): a handler whose thread has not emitted yet loses its
+/// event, counted in [`Counters::lost_unregistered`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CurrentInHandler;
+
+impl Sink for CurrentInHandler {
+    #[inline(always)]
+    fn emit<E: Event>(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
+        current()?.emit::<E>(true, len, fill)
     }
 }
 
@@ -351,6 +442,11 @@ pub struct Counters {
     pub lost_nested: u64,
     /// Packets overwritten before they were exported (overwrite mode).
     pub overrun: u64,
+    /// Per-thread buffers: events of threads that found no free slot.
+    pub lost_no_slot: u64,
+    /// Per-thread buffers: events emitted from a signal handler before their
+    /// thread's first ordinary event (or after its exit began).
+    pub lost_unregistered: u64,
     /// Packets exported into the trace.
     pub packets: u64,
     /// Bytes exported into the trace.
@@ -360,7 +456,12 @@ pub struct Counters {
 impl Counters {
     /// Events lost, every cause but overrun (which loses whole packets).
     pub fn events_lost(&self) -> u64 {
-        self.lost_full + self.lost_wrap + self.lost_big + self.lost_nested
+        self.lost_full
+            + self.lost_wrap
+            + self.lost_big
+            + self.lost_nested
+            + self.lost_no_slot
+            + self.lost_unregistered
     }
 
     fn add(&mut self, s: &Stats) {
@@ -379,6 +480,49 @@ pub struct Session {
     output: PathBuf,
     stop: Arc<AtomicBool>,
     exporter: Option<JoinHandle<Result<ExportStats, LoopError>>>,
+}
+
+/// The consumer side of a session's channel, run by its export thread.
+enum Exporter {
+    PerCpu(Consumer<ringbuf_core::SharedWord, Ctf, TraceClock>),
+    PerThread(Consumer<ringbuf_core::LocalWord, Ctf, TraceClock>),
+}
+
+impl Exporter {
+    fn run(
+        self,
+        mut trace: TraceDir,
+        options: &LoopOptions,
+        stop: impl FnMut() -> bool,
+    ) -> Result<ExportStats, LoopError> {
+        fn run<W: Word>(
+            consumer: &Consumer<W, Ctf, TraceClock>,
+            trace: &mut TraceDir,
+            options: &LoopOptions,
+            stop: impl FnMut() -> bool,
+        ) -> Result<ExportStats, LoopError> {
+            let subbuf = consumer.subbuf_size() as usize;
+            export_loop::run(consumer, trace, options, stop, |_| {}, subbuf)
+        }
+        match &self {
+            Self::PerCpu(c) => run(c, &mut trace, options, stop),
+            Self::PerThread(c) => run(c, &mut trace, options, stop),
+        }
+    }
+}
+
+/// A consumer of the channel in `shm`, attached by descriptor as another process
+/// would (the consumer validates what it maps, whoever made it).
+fn attach<W: Word, K: Client, T: Clock + Copy>(
+    shm: &ringbuf_mmap::Shm,
+    wakeup: &Wakeup,
+    client: impl FnMut(u32) -> K,
+    clock: T,
+) -> Result<Consumer<W, K, T>, ChannelError> {
+    let backing = |e: std::io::Error| ChannelError::Backing(e.into());
+    let memfd = shm.file().try_clone().map_err(backing)?;
+    let wake = wakeup.try_clone_fd().map_err(backing)?;
+    Consumer::attach_fd(memfd.into(), Some(wake), CTF_FORMAT, client, |_| clock)
 }
 
 impl Session {
@@ -434,30 +578,38 @@ impl Session {
         };
         let options = ChannelOptions {
             config,
-            buffers: possible_cpus(),
+            buffers: b.thread_slots.unwrap_or_else(possible_cpus),
             format: CTF_FORMAT,
             prefault: true,
+            clock: clock.describe(),
         };
-        let client = |cpu| Ctf::new(uuid, cpu).with_event_context(4);
-        let channel = PerCpuChannel::create(backing, &options, &metadata, client, |_| clock)
-            .map_err(SessionError::Channel)?;
-        let memfd = channel
-            .shm()
-            .file()
-            .try_clone()
-            .map_err(|e| SessionError::Channel(ChannelError::Backing(e.into())))?;
-        let wake = channel
-            .wakeup()
-            .try_clone_fd()
-            .map_err(|e| SessionError::Channel(ChannelError::Backing(e.into())))?;
-        let consumer =
-            PerCpuConsumer::attach_fd(memfd.into(), Some(wake), CTF_FORMAT, client, |_| clock)
-                .map_err(SessionError::Channel)?;
+        let client = |cpu| Ctf::new(uuid, cpu).with_event_context(EVENT_CONTEXT_BYTES);
+        let channel = match b.thread_slots {
+            None => PerCpuChannel::create(backing, &options, &metadata, client, |_| clock)
+                .map(Channel::PerCpu),
+            Some(_) => PerThreadChannel::create(backing, &options, &metadata, client, |_| clock)
+                .map(Channel::PerThread),
+        }
+        .map_err(SessionError::Channel)?;
         let trace_err = |error| SessionError::Trace {
             path: output.clone(),
             error,
         };
-        let mut trace = TraceDir::with_metadata(&output, &metadata).map_err(trace_err)?;
+        let trace = TraceDir::with_metadata(&output, &metadata).map_err(trace_err)?;
+        // The consumer attaches through the same interface another process would.
+        let attached = match &channel {
+            Channel::PerCpu(c) => attach(c.shm(), c.wakeup(), client, clock).map(Exporter::PerCpu),
+            Channel::PerThread(c) => {
+                attach(c.shm(), c.wakeup(), client, clock).map(Exporter::PerThread)
+            }
+        };
+        let exporter = match attached {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&output);
+                return Err(SessionError::Channel(e));
+            }
+        };
 
         // The channel is ready: publish it. Only one session at a time.
         let shared: &'static Shared = Box::leak(Box::new(Shared { channel }));
@@ -480,42 +632,30 @@ impl Session {
             live_period: b.live_period,
             ..LoopOptions::default()
         };
-        let subbuf = config.subbuf_size as usize;
         let stopping = stop.clone();
-        let exporter = std::thread::Builder::new()
+        let exporting = std::thread::Builder::new()
             .name("ringbuf-export".into())
             .spawn(move || {
-                export_loop::run(
-                    &consumer,
-                    &mut trace,
-                    &options,
-                    // Acquire: pairs with `finish`'s Release, after the final flush.
-                    || stopping.load(Ordering::Acquire),
-                    |_| {},
-                    subbuf,
-                )
+                // Acquire: pairs with `end`'s Release, after the final flush.
+                exporter.run(trace, &options, || stopping.load(Ordering::Acquire))
             });
-        let exporter = match exporter {
-            Ok(handle) => handle,
-            Err(e) => {
-                let mut session = Self {
-                    shared,
-                    events: b.events,
-                    output,
-                    stop,
-                    exporter: None,
-                };
-                drop(session.end());
-                return Err(SessionError::Thread(e));
-            }
-        };
-        Ok(Self {
+        let mut session = Self {
             shared,
             events: b.events,
             output,
             stop,
-            exporter: Some(exporter),
-        })
+            exporter: None,
+        };
+        match exporting {
+            Ok(handle) => {
+                session.exporter = Some(handle);
+                Ok(session)
+            }
+            Err(e) => {
+                drop(session.end());
+                Err(SessionError::Thread(e))
+            }
+        }
     }
 
     /// The trace directory.
@@ -527,8 +667,13 @@ impl Session {
     /// by [`Session::finish`]).
     pub fn counters(&self) -> Counters {
         let mut counters = Counters::default();
-        for s in self.shared.channel.stats() {
+        for s in self.shared.stats() {
             counters.add(&s);
+        }
+        if let Channel::PerThread(c) = &self.shared.channel {
+            let slots = c.losses();
+            counters.lost_no_slot = slots.no_slot;
+            counters.lost_unregistered = slots.unregistered;
         }
         counters
     }
@@ -555,26 +700,17 @@ impl Session {
         let Some(exporter) = self.exporter.take() else {
             return Ok(counters);
         };
-        // End every stream with a packet carrying the final counts. In discard
-        // mode a full buffer first needs the consumer (still running) to drain it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for buffer in self.shared.channel.buffers() {
-            while buffer.switch(Switch::Flush).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        self.shared.flush();
         // Release: the final packets are delivered before the consumer's last pass.
         self.stop.store(true, Ordering::Release);
         let exported = exporter
             .join()
             .map_err(|_| SessionError::ExporterPanicked)?
             .map_err(SessionError::Export)?;
-        for s in self.shared.channel.stats() {
-            counters.add(&s);
-        }
+        counters = self.counters();
         counters.packets = exported.packets;
         counters.bytes = exported.bytes;
-        if let Some(path) = self.shared.channel.path() {
+        if let Some(path) = self.shared.path() {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(ringbuf_mmap::wakeup_path(path));
         }

@@ -11,7 +11,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::schema::FieldDef;
-use crate::{Buffer, Client, Clock, Mapped, Nesting, ReserveError};
+use crate::{Buffer, Client, Clock, Mapped, Nesting, Reservation, ReserveError};
 
 /// An event class declared with [`crate::event!`].
 pub trait Event {
@@ -176,21 +176,40 @@ impl<C: Mapped, K: Client, T: Clock, const CONTEXT: usize> Sink
         };
         // Saturating: an impossible size is refused (and counted) as too big.
         let total = CONTEXT.saturating_add(len);
-        // `match`, not `?`: the reservation then stays where `reserve` wrote it
-        // (moving it out of the `Result` copies it with wide loads that cannot be
-        // forwarded from `reserve`'s stores: about 12 ns per event).
-        match self.buffer.reserve(self.nest, id, total) {
-            Ok(mut r) => {
-                // The payload is exactly `total` bytes (the compiler does not know;
-                // slicing tells it, which folds the fields' bounds checks).
-                let (head, fields) = r.payload_mut()[..total].split_at_mut(CONTEXT);
-                head.copy_from_slice(&self.context);
-                fill(fields);
-                r.commit();
-                Ok(())
-            }
-            Err(e) => Err(EmitError::Reserve(e)),
+        fill_reservation(
+            self.buffer.reserve(self.nest, id, total),
+            &self.context,
+            len,
+            fill,
+        )
+    }
+}
+
+/// The end of every typed emit, whatever holds the buffer: writes `context` then
+/// lets `fill` write exactly `len` bytes into the reservation `reserved` (made for
+/// `N + len` payload bytes), and commits it.
+#[inline(always)]
+pub fn fill_reservation<C: Mapped, K: Client, T: Clock, const N: usize>(
+    reserved: Result<Reservation<'_, C, K, T>, ReserveError>,
+    context: &[u8; N],
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<(), EmitError> {
+    // `match` on the result in place, not `?`: the reservation then stays where
+    // `reserve` wrote it (moving it out of the `Result` copies it with wide loads
+    // that cannot be forwarded from `reserve`'s stores: about 12 ns per event).
+    match reserved {
+        Ok(mut r) => {
+            let total = N + len;
+            // The payload is exactly `total` bytes (the compiler does not know;
+            // slicing tells it, which folds the fields' bounds checks).
+            let (head, fields) = r.payload_mut()[..total].split_at_mut(N);
+            head.copy_from_slice(context);
+            fill(fields);
+            r.commit();
+            Ok(())
         }
+        Err(e) => Err(EmitError::Reserve(e)),
     }
 }
 

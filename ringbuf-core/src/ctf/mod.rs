@@ -20,7 +20,7 @@ pub use client::{
     close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
     EXTENDED_HEADER, EXTENDED_ID, MAX_EVENT_CONTEXT, PACKET_HEADER_SIZE,
 };
-pub use event::{BufferSink, EmitError, Event, EventId, Sink};
+pub use event::{fill_reservation, BufferSink, EmitError, Event, EventId, Sink};
 pub use field::{Element, Field};
 pub use metadata::{write_metadata, ClockDescription, EnvValue, TraceDescription, Uuid};
 pub use schema::{encoded_size, EventSchema, FieldDef, FieldType, SchemaMismatch, Value};
