@@ -1,6 +1,6 @@
 //! Nested writes from a signal handler: a writer raises a signal to itself inside
 //! an open reservation, and the handler writes `K` events into the same buffer
-//! (DESIGN.md section 5: the user-space NMI).
+//! (docs/ARCHITECTURE.md, design §3: the user-space NMI).
 
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

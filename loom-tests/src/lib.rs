@@ -1,4 +1,4 @@
-//! loom models of `ringbuf-core` (DESIGN.md section 11).
+//! loom models of `ringbuf-core` (docs/ARCHITECTURE.md, design §9).
 //!
 //! The models in `tests/` run the *shipping* engine ([`ringbuf_core::Buffer`],
 //! [`ringbuf_core::Reader`]) over a loom-backed [`ringbuf_core::Control`]: every word

@@ -1,4 +1,4 @@
-//! The reserve/commit engine (DESIGN.md sections 3 to 5).
+//! The reserve/commit engine (docs/ARCHITECTURE.md, design §1 to §3).
 //!
 //! Orderings, in one place (each use below refers back here):
 //!
@@ -34,7 +34,7 @@
 //! equal-sized reservation took the same bytes, with an earlier timestamp: ABA.)
 //!
 //! Positions, commit counts and loss counters live in memory another process may
-//! corrupt (DESIGN.md section 8). Arithmetic on values loaded from it wraps: for any
+//! corrupt (design §6). Arithmetic on values loaded from it wraps: for any
 //! real value (far below 2^64) that is plain addition, and a hostile one near 2^64
 //! cannot panic a debug build (the consumer runs these paths too, in `switch`).
 
@@ -545,7 +545,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         let words = self.ctl.slot(slot);
         let lap_base = self.geo.full_commit(open) - self.geo.subbuf_size();
         // Acquire (O3): the previous lap's packet is finalised before we overwrite it.
-        // Checked before the reader (DESIGN.md section 4), so that a stuck or dead
+        // Checked before the reader (design §2), so that a stuck or dead
         // writer (`lost_wrap`) is told apart from a slow reader (`lost_full`).
         if words.delivered.load(Acquire) != lap_base {
             return Err(ReserveError::Wrap);

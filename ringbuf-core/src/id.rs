@@ -1,5 +1,5 @@
 //! Sub-buffer ids for overwrite mode: one word per logical slot mapping it to a
-//! physical sub-buffer (DESIGN.md section 7).
+//! physical sub-buffer (docs/ARCHITECTURE.md, design §5).
 //!
 //! `| lap tag (31 bits) | noref (1 bit) | physical index (32 bits) |`
 //!

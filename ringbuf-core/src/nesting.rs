@@ -1,4 +1,4 @@
-//! The nesting counter that caps how deeply writers nest (DESIGN.md section 5).
+//! The nesting counter that caps how deeply writers nest (docs/ARCHITECTURE.md, design §3).
 
 use core::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 

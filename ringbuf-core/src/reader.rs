@@ -1,5 +1,5 @@
 //! The reader: `get_next_subbuf` → read the packet → `put_next_subbuf`
-//! (DESIGN.md section 7).
+//! (docs/ARCHITECTURE.md, design §5).
 //!
 //! The reader only ever gets a sub-buffer whose lap is delivered (fully committed
 //! and finalised), so never one being written. In discard mode it reads the packet

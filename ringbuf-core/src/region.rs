@@ -1,4 +1,4 @@
-//! A buffer laid out in a caller-provided memory region (DESIGN.md section 8).
+//! A buffer laid out in a caller-provided memory region (docs/ARCHITECTURE.md, design §6).
 //!
 //! The region holds no pointer, only offsets, so another process can map the same
 //! bytes at another address. It starts with a self-describing [`RegionHeader`];

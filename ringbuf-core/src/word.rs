@@ -1,4 +1,4 @@
-//! The 64-bit words the algorithm updates, in two flavours (DESIGN.md section 6).
+//! The 64-bit words the algorithm updates, in two flavours (docs/ARCHITECTURE.md, design §4).
 //!
 //! The engine is written once against [`Word`]. [`SharedWord`] is a plain
 //! `AtomicU64` (LOCK-prefixed read-modify-writes on x86-64), correct when writers of

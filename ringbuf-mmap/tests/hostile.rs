@@ -1,4 +1,4 @@
-//! Hostile shared memory fed to the consumer (DESIGN.md sections 8, 10 and 11).
+//! Hostile shared memory fed to the consumer (docs/ARCHITECTURE.md, design §6, §8 and §9).
 //!
 //! The consumer maps a file that anyone with write access to it may change at any
 //! moment, or truncate. It must answer with typed errors: never a panic (debug

@@ -1,4 +1,4 @@
-//! The CTF 1.8 packet and event layout (see `shared/docs/ctf-notes.md`).
+//! The CTF 1.8 packet and event layout (what babeltrace2 requires: docs/ARCHITECTURE.md, design §7).
 //!
 //! ```text
 //! packet header   magic u32 | uuid [16] | stream_id u32                      24 bytes

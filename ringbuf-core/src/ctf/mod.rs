@@ -1,5 +1,5 @@
 //! CTF 1.8: every sub-buffer a packet, every record an event, and the TSDL metadata
-//! that lets babeltrace2 read them (DESIGN.md section 9).
+//! that lets babeltrace2 read them (docs/ARCHITECTURE.md, design §7).
 //!
 //! A tracer declares event classes, creates one [`Ctf`] client per buffer (per
 //! CPU), writes events, and writes [`write_metadata`] next to the stream files.
