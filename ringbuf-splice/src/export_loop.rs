@@ -3,8 +3,8 @@
 //! periodically (live mode), and export what is left when stopped.
 //!
 //! Per-CPU and per-thread channels alike; a per-thread channel's open packets are
-//! never switched by a consumer (see [`Consumer::switch_all`]), so only its full
-//! packets, and those its threads switched, are exported.
+//! never switched by a consumer, which only asks their threads to (see
+//! [`Consumer::switch_all`]): a thread closes its packet at its next event.
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};

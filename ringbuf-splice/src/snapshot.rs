@@ -1,8 +1,9 @@
 //! Snapshots: the current flight-recorder content of every CPU, as a trace
 //! directory, while writers keep running.
 //!
-//! Every buffer's open packet is closed first (`switch(Active)`; per-CPU channels
-//! only, see [`Consumer::switch_all`]), then each CPU's packets that were complete
+//! Every buffer's open packet is closed first (`switch(Active)` on per-CPU
+//! channels; a request to their threads on per-thread ones, see
+//! [`Consumer::switch_all`]), then each CPU's packets that were complete
 //! at that moment are exported, oldest first. Writers go on meanwhile: the reader
 //! swaps its spare sub-buffer in for each packet it takes, so every exported packet
 //! is whole and immutable; a packet overwritten before the snapshot reached it is a

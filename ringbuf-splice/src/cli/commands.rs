@@ -23,8 +23,9 @@ ringbuf consume: attach to the file-backed buffers of another process (e.g.
 until the producer exits, --duration passes, or Ctrl-C (or SIGTERM).
 
 Per-CPU and per-thread channels alike. The open packets of a per-CPU channel
-are closed every --live-ms; a per-thread channel's are never (a consumer must
-not write to it): only its full packets and those its threads closed are read.
+are closed every --live-ms; a per-thread channel's threads are asked to close
+theirs (a consumer must not write to their buffers): a thread does so at its
+next event, and when it exits.
 
 Options:
   --path FILE        the channel file (required)
@@ -38,7 +39,7 @@ ringbuf snapshot: write the current content of another process's buffers
 (flight recorder) as a trace directory, while it keeps writing. A snapshot takes
 the packets it exports: the next one starts after them. Per-CPU and per-thread
 channels alike (of a per-thread one, the full packets and those its threads
-closed).
+closed: a consumer asks, a thread closes its packet at its next event).
 
 Options:
   --path FILE        the channel file (required)
@@ -99,8 +100,8 @@ fn attach(path: &Path) -> Result<AnyConsumer<Ctf, TraceClock>, String> {
 fn per_thread_note<W: Word>(_: &Consumer<W>) {
     if W::FLAVOUR == Flavour::Local {
         tell!(
-            "per-thread channel: only full packets and those its threads closed can be \
-             read while it is written (a consumer never writes to its buffers)"
+            "per-thread channel: a thread's open packet is read once the thread closes it \
+             (at its next event after the consumer asks, or when it exits)"
         );
     }
 }
