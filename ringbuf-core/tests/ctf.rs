@@ -2,8 +2,9 @@
 //! parsing. (Metadata: `metadata.rs`; typed events: `events.rs`.)
 
 use ringbuf_core::ctf::{
-    encoded_size, Ctf, EventSchema, FieldDef, FieldType, PacketError, PacketInfo, SchemaMismatch,
-    Value, COMPACT_HEADER, EXTENDED_HEADER,
+    encoded_size, Ctf, EventHeader, EventSchema, FieldDef, FieldType, PacketError, PacketInfo,
+    SchemaMismatch, Value, COMPACT_HEADER, COMPACT_IDS, COMPACT_TS_BITS, EXTENDED_HEADER,
+    MEDIUM_HEADER, MEDIUM_IDS, MEDIUM_TS_BITS,
 };
 use ringbuf_core::{Client, RecordInfo};
 
@@ -50,8 +51,20 @@ fn values_are_checked_against_the_schema() {
     );
 }
 
+/// A header-sized window for the client to write into.
+struct Bytes([u8; EXTENDED_HEADER]);
+
+impl ringbuf_core::Out for Bytes {
+    fn put(&mut self, offset: usize, bytes: &[u8]) {
+        self.0[..].put(offset, bytes);
+    }
+    fn zero(&mut self, offset: usize, len: usize) {
+        self.0[..].zero(offset, len);
+    }
+}
+
 #[test]
-fn the_extended_header_is_chosen_for_big_ids_and_big_gaps_only() {
+fn each_event_gets_the_smallest_header_that_holds_its_id_and_time() {
     let ctf = Ctf::new([0; 16], 0);
     let rec = |id, ts, prev| RecordInfo {
         event_id: id,
@@ -59,16 +72,31 @@ fn the_extended_header_is_chosen_for_big_ids_and_big_gaps_only() {
         timestamp: ts,
         prev_timestamp: prev,
     };
-    let limit = 1 << 27;
-    assert_eq!(ctf.record_header_size(&rec(30, 10, 10)), COMPACT_HEADER);
-    assert_eq!(ctf.record_header_size(&rec(31, 10, 10)), EXTENDED_HEADER);
-    assert_eq!(
-        ctf.record_header_size(&rec(0, limit - 1, 0)),
-        COMPACT_HEADER
-    );
-    assert_eq!(ctf.record_header_size(&rec(0, limit, 0)), EXTENDED_HEADER);
-    // An unknown previous timestamp (0) forces the extended header.
-    assert_eq!(ctf.record_header_size(&rec(0, 1 << 40, 0)), EXTENDED_HEADER);
+    let (compact, medium) = (1u64 << COMPACT_TS_BITS, 1u64 << MEDIUM_TS_BITS);
+    let cases = [
+        // (id, time moved, header)
+        (0, 0, COMPACT_HEADER),
+        (COMPACT_IDS - 1, compact - 1, COMPACT_HEADER),
+        (COMPACT_IDS, 0, MEDIUM_HEADER),
+        (0, compact, MEDIUM_HEADER),
+        (MEDIUM_IDS - 1, medium - 1, MEDIUM_HEADER),
+        (MEDIUM_IDS, 0, EXTENDED_HEADER),
+        (0, medium, EXTENDED_HEADER),
+        // An unknown previous timestamp (0) with a late time: extended.
+        (0, 1 << 40, EXTENDED_HEADER),
+    ];
+    for (id, moved, header) in cases {
+        let r = rec(id, 1000 + moved, 1000);
+        assert_eq!(ctf.record_header_size(&r), header, "id {id}, moved {moved}");
+        // And a reader decodes what was written back to the id and the time.
+        let mut bytes = Bytes([0u8; EXTENDED_HEADER]);
+        ctf.write_record_header(&mut bytes, &r);
+        let decoded = EventHeader::parse(&bytes.0, 1000).unwrap();
+        assert_eq!(
+            (decoded.id, decoded.timestamp, decoded.size),
+            (id, 1000 + moved, header)
+        );
+    }
 }
 
 #[test]

@@ -9,8 +9,8 @@ use common::trace::{babeltrace, trace_dir, write_trace};
 use common::{Counter, Memory};
 use ringbuf_core::ctf::{
     write_event, write_metadata, BufferSink, ClockDescription, Ctf, EmitError, EnvValue, Event,
-    EventId, EventSchema, Field, FieldDef, FieldType, TraceDescription, Value, COMPACT_HEADER,
-    EXTENDED_HEADER, MAX_EVENT_CONTEXT, PADDING_EMPTY_ID, PADDING_ID,
+    EventHeader, EventId, EventSchema, Field, FieldDef, FieldType, TraceDescription, Value,
+    COMPACT_HEADER, EXTENDED_HEADER, MAX_EVENT_CONTEXT, PADDING_EMPTY_ID, PADDING_ID,
 };
 use ringbuf_core::{
     Buffer, Client, Config, Mode, Nesting, RawPacket, RawRecords, RecordInfo, Region, ReserveError,
@@ -378,12 +378,9 @@ fn check_padding(bytes: &[u8], header: usize, context: usize) -> usize {
     let (mut at, mut count) = (0, 0);
     let mut header = header;
     while at < bytes.len() {
-        let id = if header == COMPACT_HEADER {
-            bytes[at] as u32 & 31
-        } else {
-            assert_eq!(bytes[at], 31);
-            u32::from_le_bytes(bytes[at + 1..at + 5].try_into().unwrap())
-        };
+        let decoded = EventHeader::parse(&bytes[at..], 0).expect("a whole header");
+        assert_eq!(decoded.size, header, "header shape at {at}");
+        let id = decoded.id;
         let fields = at + header + context;
         assert!(
             bytes[at + header..fields].iter().all(|&b| b == 0),

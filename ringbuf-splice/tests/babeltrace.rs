@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringbuf_core::ctf::{
     write_event, ClockDescription, Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value,
-    COMPACT_HEADER, COMPACT_TS_BITS,
+    COMPACT_HEADER, COMPACT_TS_BITS, MEDIUM_TS_BITS,
 };
 use ringbuf_core::{
     Buffer, Client, Config, Mode, Nesting, Out, PacketBegin, PacketEnd, RecordInfo, Region,
@@ -206,8 +206,8 @@ static EVENTS: [EventSchema; 4] = [
         fields: &[],
     },
     EventSchema {
-        id: 31,
-        name: "first_extended_id",
+        id: 30,
+        name: "first_medium_id",
         fields: &[FieldDef {
             name: "n",
             ty: FieldType::U32,
@@ -224,9 +224,10 @@ static EVENTS: [EventSchema; 4] = [
 ];
 
 /// Timestamps with every kind of gap: none, small, just under and at the compact
-/// limit, far beyond it.
+/// and medium limits, far beyond them.
 fn timestamps() -> Vec<u64> {
     let limit = 1u64 << COMPACT_TS_BITS;
+    let medium = 1u64 << MEDIUM_TS_BITS;
     let mut t = 1_000;
     let mut out = Vec::new();
     for gap in [
@@ -240,6 +241,10 @@ fn timestamps() -> Vec<u64> {
         1 << 40,
         2,
         limit * 5 + 7,
+        medium - 1,
+        4,
+        medium,
+        medium + 1,
     ] {
         t += gap;
         for _ in 0..3 {
@@ -324,7 +329,7 @@ fn every_field_type_id_and_timestamp_reads_back_exactly() {
             }
             2 => {
                 write_event(&buf, &nest, &EVENTS[2], &[Value::U32(n as u32)]).unwrap();
-                ("first_extended_id", format!("{{ n = {n} }}"))
+                ("first_medium_id", format!("{{ n = {n} }}"))
             }
             _ => {
                 write_event(&buf, &nest, &EVENTS[3], &[Value::U64(n << 40)]).unwrap();

@@ -1,7 +1,7 @@
 //! Memory overhead of ringbuf buffers, computed from `ringbuf_core::Layout` (no
 //! measurement): `cargo run --release -p benches --bin memory`. Prints Markdown.
 
-use ringbuf_core::ctf::{COMPACT_HEADER, EXTENDED_HEADER, PACKET_HEADER_SIZE};
+use ringbuf_core::ctf::{COMPACT_HEADER, EXTENDED_HEADER, MEDIUM_HEADER, PACKET_HEADER_SIZE};
 use ringbuf_core::{Config, Layout, Mode, RawRecords, CACHE_LINE, HEADER_SIZE, PAGE_SIZE};
 
 fn main() {
@@ -27,8 +27,8 @@ fn main() {
         RawRecords::RECORD_HEADER
     );
     println!(
-        "| per record: event header (CTF, byte-aligned) | {COMPACT_HEADER} (compact) or \
-         {EXTENDED_HEADER} (extended) |"
+        "| per record: event header (CTF, byte-aligned) | {COMPACT_HEADER} (compact), \
+         {MEDIUM_HEADER} (medium) or {EXTENDED_HEADER} (extended) |"
     );
     println!(
         "| control rounded up to a page ({PAGE_SIZE} B), so data starts page-aligned | \

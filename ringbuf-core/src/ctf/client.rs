@@ -5,7 +5,8 @@
 //! packet context  timestamp_begin u64 | timestamp_end u64 | content_size u64 |
 //!                 packet_size u64 | packet_seq_num u64 | events_discarded u64 |
 //!                 cpu_id u32                                                  52 bytes
-//! event header    compact:  u32 = id:5 | timestamp:27                          4 bytes
+//! event header    compact:  u32 = id:5 | timestamp:27        (id < 30)       4 bytes
+//!                 medium:   u8 = 30 | id u16 | timestamp u32   (id < 65536)    7 bytes
 //!                 extended: u8 = 31 | id u32 | timestamp u64                  13 bytes
 //! ```
 //!
@@ -14,10 +15,14 @@
 //! the payload, written by the sink ([`super::BufferSink`]); [`Ctf`] only needs its
 //! size, for the padding events it writes itself.
 //!
-//! Everything is little-endian and byte-aligned. An event gets the extended header
-//! when its id is 31 or more, or when its timestamp moved by 2^27 ticks or more since
-//! [`RecordInfo::prev_timestamp`] (which is never later than the previous event's, so
-//! a compact header is only chosen when it is decodable).
+//! Everything is little-endian and byte-aligned. An event gets the smallest header
+//! that holds its id and the low bits of its timestamp: compact when its id is
+//! below 30 and its timestamp moved by less than 2^27 ticks since
+//! [`RecordInfo::prev_timestamp`]; medium when its id fits 16 bits and the time
+//! moved by less than 2^32 ticks; extended otherwise. (`prev_timestamp` is never
+//! later than the previous event's, so a short header is only chosen when it is
+//! decodable.) Applications with hundreds of event classes (one per `tracing`
+//! callsite) thus pay 7 bytes per header, not 13; the common case stays at 4.
 
 use crate::bytes::{le_u32, le_u64};
 use crate::client::{Client, Out, PacketBegin, PacketEnd, RecordInfo};
@@ -30,12 +35,22 @@ pub const CTF_MAGIC: u32 = 0xC1FC_1FC1;
 pub const PACKET_HEADER_SIZE: usize = 76;
 /// Bytes of a compact event header.
 pub const COMPACT_HEADER: usize = 4;
+/// Bytes of a medium event header.
+pub const MEDIUM_HEADER: usize = 7;
 /// Bytes of an extended event header.
 pub const EXTENDED_HEADER: usize = 13;
-/// Ids at or above this need the extended header.
-pub const EXTENDED_ID: u32 = 31;
+/// Ids below this can have a compact header.
+pub const COMPACT_IDS: u32 = 30;
+/// Ids below this can have a medium header.
+pub const MEDIUM_IDS: u32 = 1 << 16;
 /// The compact timestamp is the low 27 bits.
 pub const COMPACT_TS_BITS: u32 = 27;
+/// The medium timestamp is the low 32 bits.
+pub const MEDIUM_TS_BITS: u32 = 32;
+/// The 5-bit tag of a medium header (compact headers hold their id there).
+const MEDIUM_TAG: u8 = 30;
+/// The 5-bit tag of an extended header.
+const EXTENDED_TAG: u8 = 31;
 /// The largest event context, in bytes. Padding events carry the context too, and
 /// at most 256 bytes of fields each: a context well below that lets any gap be
 /// filled with padding events.
@@ -102,21 +117,26 @@ impl Ctf {
         self.event_context
     }
 
-    fn is_compact(rec: &RecordInfo) -> bool {
-        rec.event_id < EXTENDED_ID
-            && rec.timestamp.wrapping_sub(rec.prev_timestamp) < 1 << COMPACT_TS_BITS
-    }
-
     fn put_header<O: Out>(out: &mut O, at: usize, id: u32, timestamp: u64, size: usize) {
-        if size == COMPACT_HEADER {
-            let low = timestamp & ((1 << COMPACT_TS_BITS) - 1);
-            out.put(at, &((id as u64 | (low << 5)) as u32).to_le_bytes());
-        } else {
-            let mut h = [0u8; EXTENDED_HEADER];
-            h[0] = EXTENDED_ID as u8;
-            h[1..5].copy_from_slice(&id.to_le_bytes());
-            h[5..13].copy_from_slice(&timestamp.to_le_bytes());
-            out.put(at, &h);
+        match size {
+            COMPACT_HEADER => {
+                let low = timestamp & ((1 << COMPACT_TS_BITS) - 1);
+                out.put(at, &((id as u64 | (low << 5)) as u32).to_le_bytes());
+            }
+            MEDIUM_HEADER => {
+                let mut h = [0u8; MEDIUM_HEADER];
+                h[0] = MEDIUM_TAG;
+                h[1..3].copy_from_slice(&(id as u16).to_le_bytes());
+                h[3..7].copy_from_slice(&(timestamp as u32).to_le_bytes());
+                out.put(at, &h);
+            }
+            _ => {
+                let mut h = [0u8; EXTENDED_HEADER];
+                h[0] = EXTENDED_TAG;
+                h[1..5].copy_from_slice(&id.to_le_bytes());
+                h[5..13].copy_from_slice(&timestamp.to_le_bytes());
+                out.put(at, &h);
+            }
         }
     }
 }
@@ -132,8 +152,11 @@ impl Client for Ctf {
 
     #[inline(always)]
     fn record_header_size(&self, rec: &RecordInfo) -> usize {
-        if Self::is_compact(rec) {
+        let moved = rec.timestamp.wrapping_sub(rec.prev_timestamp);
+        if rec.event_id < COMPACT_IDS && moved < 1 << COMPACT_TS_BITS {
             COMPACT_HEADER
+        } else if rec.event_id < MEDIUM_IDS && moved < 1 << MEDIUM_TS_BITS {
+            MEDIUM_HEADER
         } else {
             EXTENDED_HEADER
         }
@@ -206,6 +229,56 @@ impl Client for Ctf {
             .next_multiple_of(self.packet_align.max(1))
             .min(end.packet_size);
         close_packet(out, end.timestamp, content, packet, end.events_discarded);
+    }
+}
+
+/// An event header as a reader decodes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// The event id.
+    pub id: u32,
+    /// The full timestamp, reconstructed from the previous one for the short
+    /// headers (at most one wrap of their low bits, as CTF readers assume).
+    pub timestamp: u64,
+    /// Bytes of header.
+    pub size: usize,
+}
+
+impl EventHeader {
+    /// Decodes the event header at the start of `bytes`, whose stream's previous
+    /// timestamp (or its packet's `timestamp_begin`) is `prev`; `None` if `bytes`
+    /// is shorter than the header.
+    pub fn parse(bytes: &[u8], prev: u64) -> Option<Self> {
+        let near = |low: u64, bits: u32| {
+            let mask = (1u64 << bits) - 1;
+            let t = (prev & !mask) | low;
+            if t < prev {
+                t.wrapping_add(1 << bits)
+            } else {
+                t
+            }
+        };
+        let tag = *bytes.first()? & 0x1f;
+        Some(match tag {
+            MEDIUM_TAG => Self {
+                id: u32::from(u16::from_le_bytes(bytes.get(1..3)?.try_into().ok()?)),
+                timestamp: near(le_u32(bytes.get(..7)?, 3) as u64, MEDIUM_TS_BITS),
+                size: MEDIUM_HEADER,
+            },
+            EXTENDED_TAG => Self {
+                id: le_u32(bytes.get(..EXTENDED_HEADER)?, 1),
+                timestamp: le_u64(bytes, 5),
+                size: EXTENDED_HEADER,
+            },
+            _ => Self {
+                id: u32::from(tag),
+                timestamp: near(
+                    (le_u32(bytes.get(..COMPACT_HEADER)?, 0) >> 5) as u64,
+                    COMPACT_TS_BITS,
+                ),
+                size: COMPACT_HEADER,
+            },
+        })
     }
 }
 

@@ -111,7 +111,7 @@ typealias floating_point { exp_dig = 11; mant_dig = 53; align = 8; } := double;
 
 /// The type names [`PRELUDE`] and the clock mappings declare: a field with one of
 /// these names does not parse.
-pub(crate) const TYPE_NAMES: [&str; 12] = [
+pub(crate) const TYPE_NAMES: [&str; 13] = [
     "uint8_t",
     "uint16_t",
     "uint32_t",
@@ -123,6 +123,7 @@ pub(crate) const TYPE_NAMES: [&str; 12] = [
     "utf8_t",
     "uint5_t",
     "uint27_clock_t",
+    "uint32_clock_t",
     "uint64_clock_t",
 ];
 
@@ -178,12 +179,14 @@ clock {{
 }};
 
 typealias integer {{ size = 27; align = 1; signed = false; map = clock.{name}.value; }} := uint27_clock_t;
+typealias integer {{ size = 32; align = 8; signed = false; map = clock.{name}.value; }} := uint32_clock_t;
 typealias integer {{ size = 64; align = 8; signed = false; map = clock.{name}.value; }} := uint64_clock_t;
 
 struct event_header {{
-    enum : uint5_t {{ compact = 0 ... 30, extended = 31 }} id;
+    enum : uint5_t {{ compact = 0 ... 29, medium = 30, extended = 31 }} id;
     variant <id> {{
         struct {{ uint27_clock_t timestamp; }} compact;
+        struct {{ uint16_t id; uint32_clock_t timestamp; }} medium;
         struct {{ uint32_t id; uint64_clock_t timestamp; }} extended;
     }} v;
 }};

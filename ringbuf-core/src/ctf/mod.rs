@@ -17,8 +17,9 @@ mod schema;
 mod validate;
 
 pub use client::{
-    close_packet, Ctf, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_TS_BITS, CTF_MAGIC,
-    EXTENDED_HEADER, EXTENDED_ID, MAX_EVENT_CONTEXT, PACKET_HEADER_SIZE,
+    close_packet, Ctf, EventHeader, PacketError, PacketInfo, COMPACT_HEADER, COMPACT_IDS,
+    COMPACT_TS_BITS, CTF_MAGIC, EXTENDED_HEADER, MAX_EVENT_CONTEXT, MEDIUM_HEADER, MEDIUM_IDS,
+    MEDIUM_TS_BITS, PACKET_HEADER_SIZE,
 };
 pub use event::{fill_reservation, BufferSink, EmitError, Event, EventId, Sink};
 pub use field::{Element, Field};
@@ -29,9 +30,9 @@ pub use validate::MetadataError;
 use crate::{Buffer, Client, Clock, Control, Nesting, ReserveError};
 
 /// Event id of `ringbuf_padding` (a discarded reservation).
-pub const PADDING_ID: u32 = 30;
+pub const PADDING_ID: u32 = 29;
 /// Event id of `ringbuf_padding_empty` (the same, for a record without payload).
-pub const PADDING_EMPTY_ID: u32 = 29;
+pub const PADDING_EMPTY_ID: u32 = 28;
 
 /// Why [`write_event`] wrote nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use ringbuf_core::ctf::{
-    EventSchema, FieldDef, FieldType, PacketInfo, Value, COMPACT_HEADER, EXTENDED_HEADER,
-    EXTENDED_ID, PACKET_HEADER_SIZE, PADDING_EMPTY_ID, PADDING_ID,
+    EventHeader, EventSchema, FieldDef, FieldType, PacketInfo, Value, PACKET_HEADER_SIZE,
+    PADDING_EMPTY_ID, PADDING_ID,
 };
 
 /// Payload bytes of an event.
@@ -106,16 +106,10 @@ fn decode_stream(name: String, bytes: &[u8]) -> Stream {
         let mut p = at + PACKET_HEADER_SIZE;
         while p < content {
             let where_ = format!("{name}: event at {p} (packet at {at})");
-            assert!(p + COMPACT_HEADER <= content, "{where_}: cut header");
-            let mut id = le_u32(bytes, p) & 0x1f;
-            if id == EXTENDED_ID {
-                assert!(p + EXTENDED_HEADER <= content, "{where_}: cut header");
-                id = le_u32(bytes, p + 1);
-                p += EXTENDED_HEADER;
-            } else {
-                p += COMPACT_HEADER;
-            }
-            match id {
+            let header = EventHeader::parse(&bytes[p..content], 0)
+                .unwrap_or_else(|| panic!("{where_}: cut header"));
+            p += header.size;
+            match header.id {
                 1 => {
                     assert!(p + 8 + PAYLOAD <= content, "{where_}: cut event");
                     let n = le_u64(bytes, p);
