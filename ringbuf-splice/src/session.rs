@@ -612,18 +612,23 @@ impl Session {
         };
 
         // The channel is ready: publish it. Only one session at a time.
-        let shared: &'static Shared = Box::leak(Box::new(Shared { channel }));
+        let shared = Box::into_raw(Box::new(Shared { channel }));
+        // Release: a probe that loads the pointer sees the channel initialised.
+        // (Relaxed on failure: nothing to see; the value is only compared.)
         let published = CURRENT.compare_exchange(
             std::ptr::null_mut(),
-            std::ptr::from_ref(shared).cast_mut(),
-            Ordering::AcqRel, // Release: the channel; Acquire: nothing, symmetric
-            Ordering::Acquire,
+            shared,
+            Ordering::Release,
+            Ordering::Relaxed,
         );
         if published.is_err() {
-            // Never published: no probe can hold it. Remove the directory made.
+            // SAFETY: never published, so no probe holds it: ours to free.
+            drop(unsafe { Box::from_raw(shared) });
             let _ = std::fs::remove_dir_all(&output);
             return Err(SessionError::AlreadyRunning);
         }
+        // SAFETY: published, so never freed from now on (see the module docs).
+        let shared: &'static Shared = unsafe { &*shared };
         for (id, e) in (0u32..).zip(&b.events) {
             e.id.set(id);
         }
@@ -686,12 +691,13 @@ impl Session {
     }
 
     fn end(&mut self) -> Result<Counters, SessionError> {
-        // Release/Acquire: nothing is published by the swap; it only unpublishes.
+        // Relaxed: unpublishing publishes nothing; a probe that still loads the old
+        // pointer writes into memory that stays valid.
         let _ = CURRENT.compare_exchange(
             std::ptr::from_ref(self.shared).cast_mut(),
             std::ptr::null_mut(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
         );
         for e in &self.events {
             e.id.clear();
