@@ -7,12 +7,15 @@
 //! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
 //! * [`export_loop`]: the consumer loop of a whole channel (wakeups, live
 //!   switching, export into a trace directory);
+//! * [`relayd`]: streaming to an unmodified `lttng-relayd`, which writes the
+//!   trace and serves live viewers;
 //! * [`stream`]: live streaming over TCP and its receiver;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
 pub mod export;
 pub mod export_loop;
+pub mod relayd;
 pub mod session;
 pub mod snapshot;
 pub mod stream;

@@ -284,8 +284,9 @@ impl Process {
     }
 }
 
-/// A random trace uuid (the kernel's generator; the time and pid if it fails).
-fn new_uuid() -> [u8; 16] {
+/// A random uuid (the kernel's generator; the time and pid if it fails), never
+/// nil.
+pub(crate) fn new_uuid() -> [u8; 16] {
     let mut uuid = [0u8; 16];
     // SAFETY: a valid buffer of its length.
     let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
