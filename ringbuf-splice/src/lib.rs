@@ -6,7 +6,7 @@
 //!   sockets and pipes) and why a sub-buffer may be released when it returns;
 //! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
 //! * [`export_loop`]: the consumer loop of a whole channel (wakeups, live
-//!   switching, export into a trace directory);
+//!   switching, export into a trace directory, a relayd, or both);
 //! * [`relayd`]: streaming to an unmodified `lttng-relayd`, which writes the
 //!   trace and serves live viewers;
 //! * [`stream`]: live streaming over TCP and its receiver;

@@ -18,7 +18,7 @@ use ringbuf_core::{Config, Mode, Switch};
 use ringbuf_mmap::clock::Monotonic;
 use ringbuf_mmap::{Backing, ChannelOptions, ExportError, PerCpuChannel, PerCpuConsumer};
 use ringbuf_splice::export::Splicer;
-use ringbuf_splice::export_loop::{export_all, ExportStats, LoopError};
+use ringbuf_splice::export_loop::{export_all, ExportStats, LoopError, Outputs};
 use ringbuf_splice::stream::{receive, LiveSender};
 use ringbuf_splice::TraceDir;
 
@@ -420,10 +420,10 @@ fn export_never_touches_payload_bytes() {
         }
     }
     let trace_dir = dir.join("trace");
-    let mut trace = TraceDir::with_metadata(&trace_dir, consumer.metadata()).unwrap();
+    let trace = TraceDir::with_metadata(&trace_dir, consumer.metadata()).unwrap();
     let mut splicer = Splicer::new(SUBBUF as usize).unwrap();
     let mut stats = ExportStats::default();
-    export_all(&consumer, &mut trace, &mut splicer, &mut stats).unwrap();
+    export_all(&consumer, &mut Outputs::trace(trace), &mut splicer, &mut stats).unwrap();
     assert!(
         stats.bytes > 4 * SUBBUF,
         "payload pages were exported: {stats:?}"
@@ -479,7 +479,8 @@ fn export_under_a_size_limit(dir: &Path) {
     let (channel, consumer) = channel(SMALL, 8, 1);
     assert_eq!(write(&channel, 0..300).len(), 300, "five packets, no loss");
     channel.switch_all(Switch::Flush).unwrap();
-    let mut trace = TraceDir::with_metadata(&dir.join("trace"), consumer.metadata()).unwrap();
+    let trace = TraceDir::with_metadata(&dir.join("trace"), consumer.metadata()).unwrap();
+    let mut outputs = Outputs::trace(trace);
     let mut splicer = Splicer::new(SMALL as usize).unwrap();
     let limit = 2 * SMALL + SMALL / 2;
     // SAFETY: plain calls with valid arguments. Ignoring SIGXFSZ makes a write past
@@ -492,7 +493,7 @@ fn export_under_a_size_limit(dir: &Path) {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let mut stats = ExportStats::default();
-    match export_all(&consumer, &mut trace, &mut splicer, &mut stats) {
+    match export_all(&consumer, &mut outputs, &mut splicer, &mut stats) {
         Err(LoopError::Export(ExportError::Io(e))) => {
             assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}")
         }
