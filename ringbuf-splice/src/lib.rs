@@ -9,7 +9,6 @@
 //!   switching, export into a trace directory, a relayd, or both);
 //! * [`relayd`]: streaming to an unmodified `lttng-relayd`, which writes the
 //!   trace and serves live viewers;
-//! * [`stream`]: live streaming over TCP and its receiver;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
@@ -18,7 +17,6 @@ pub mod export_loop;
 pub mod relayd;
 pub mod session;
 pub mod snapshot;
-pub mod stream;
 mod trace_dir;
 
 pub use trace_dir::{TraceDir, TraceError};
