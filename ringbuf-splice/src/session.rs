@@ -111,7 +111,7 @@ pub enum SessionError {
         /// Why.
         error: RelaydError,
         /// The session's counters.
-        counters: Counters,
+        counters: Box<Counters>,
     },
 }
 
@@ -781,7 +781,10 @@ impl Session {
         counters.relayd_packets_sent = sent.packets_sent;
         counters.relayd_packets_unsent = sent.packets_unsent;
         match relayd.into_failure() {
-            Some(error) => Err(SessionError::RelaydLost { error, counters }),
+            Some(error) => Err(SessionError::RelaydLost {
+                error,
+                counters: Box::new(counters),
+            }),
             None => Ok(counters),
         }
     }

@@ -29,6 +29,12 @@ pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
     let mut splicer = Splicer::new(subbuf_size).map_err(|e| LoopError::Trace(TraceError::Io(e)))?;
     let mut stats = ExportStats::default();
     consumer.switch_all(Switch::Active);
-    export_each(consumer, &mut Outputs::trace(trace), &mut splicer, &mut stats, true)?;
+    export_each(
+        consumer,
+        &mut Outputs::trace(trace),
+        &mut splicer,
+        &mut stats,
+        true,
+    )?;
     Ok(stats)
 }

@@ -89,7 +89,12 @@ fn trace_uuid(metadata: &str) -> Option<[u8; 16]> {
     let (_, trace) = metadata.split_once("\ntrace {")?;
     let trace = &trace[..trace.find("\n};")?];
     let (_, value) = trace.split_once("uuid = \"")?;
-    let hex: Vec<u8> = value.split_once('"')?.0.bytes().filter(|&b| b != b'-').collect();
+    let hex: Vec<u8> = value
+        .split_once('"')?
+        .0
+        .bytes()
+        .filter(|&b| b != b'-')
+        .collect();
     let mut uuid = [0u8; 16];
     if hex.len() != 32 {
         return None;
@@ -108,10 +113,9 @@ fn attach(path: &Path, uuid: bool) -> Result<AnyConsumer<Ctf, TraceClock>, Strin
     // metadata: attach once to read them.
     let failed =
         |e: &dyn std::fmt::Display| format!("attaching to the channel {}: {e}", path.display());
-    let probe = AnyConsumer::attach_path(path, CTF_FORMAT, |cpu| Ctf::new([0; 16], cpu), |_| {
-        NoClock
-    })
-    .map_err(|e| failed(&e))?;
+    let probe =
+        AnyConsumer::attach_path(path, CTF_FORMAT, |cpu| Ctf::new([0; 16], cpu), |_| NoClock)
+            .map_err(|e| failed(&e))?;
     let metadata = with_consumer!(&probe, |c| c.metadata());
     // A cut or extended metadata text would make every trace written from it
     // unreadable: refuse the channel now.
@@ -145,7 +149,11 @@ fn producer_alive(pid: u32) -> bool {
 }
 
 pub fn consume(args: &[String]) -> Result<(), String> {
-    let a = Args::parse(args, &["path", "output", "duration", "live-ms", "relayd"], &[])?;
+    let a = Args::parse(
+        args,
+        &["path", "output", "duration", "live-ms", "relayd"],
+        &[],
+    )?;
     let duration = a.seconds("duration")?;
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
     let relayd = a.opt_str("relayd");
@@ -157,7 +165,14 @@ pub fn consume(args: &[String]) -> Result<(), String> {
     // Before anything is attached or created: a Ctrl-C now ends the run normally.
     signals::stop_on_sigint();
     with_consumer!(attach(&path, relayd.is_some())?, |c| {
-        consume_from(&c, &path, output.as_deref(), relayd.as_deref(), duration, live)
+        consume_from(
+            &c,
+            &path,
+            output.as_deref(),
+            relayd.as_deref(),
+            duration,
+            live,
+        )
     })
 }
 
@@ -346,5 +361,32 @@ fn print_stat<W: Word>(consumer: &Consumer<W>) {
             st.lost_nested,
             st.overrun
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringbuf_core::ctf::{write_metadata, TraceDescription};
+
+    use super::trace_uuid;
+
+    #[test]
+    fn the_trace_uuid_is_read_from_the_metadata() {
+        let uuid = *b"\x01\x23\x45\x67\x89\xab\xcd\xef\x00\x11\x22\x33\x44\x55\x66\x77";
+        let mut metadata = String::new();
+        let trace = TraceDescription {
+            uuid,
+            clock: ringbuf_mmap::clock::Monotonic.describe(),
+            events: &[],
+            tracer_name: "test",
+            env: &[],
+            event_context: &[],
+        };
+        write_metadata(&mut metadata, &trace).unwrap();
+        assert_eq!(trace_uuid(&metadata), Some(uuid));
+        // Nothing else passes for one.
+        assert_eq!(trace_uuid("/* CTF 1.8 */\ntrace {\n};\n"), None);
+        let cut = metadata.replace("uuid = \"01234567", "uuid = \"0123456");
+        assert_eq!(trace_uuid(&cut), None);
     }
 }

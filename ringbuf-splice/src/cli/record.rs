@@ -181,7 +181,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if relayd.is_some() && (no_export || flight_recorder) {
         return Err(format!(
             "--relayd streams packets as they are written: not with --{}",
-            if no_export { "no-export" } else { "flight-recorder" }
+            if no_export {
+                "no-export"
+            } else {
+                "flight-recorder"
+            }
         ));
     }
     // Paths last: every value is checked before the file system is looked at.
@@ -407,7 +411,8 @@ fn run_threads(
             let lost = &relayd_lost;
             let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let progress = |_: &ExportStats, o: &Outputs| note_failure(o.relayd.as_ref(), lost);
-                let run = export_loop::run(consumer, &mut outputs, &options, stop, progress, subbuf);
+                let run =
+                    export_loop::run(consumer, &mut outputs, &options, stop, progress, subbuf);
                 let into = match &outputs.trace {
                     Some(trace) => format!("into {}", trace.path().display()),
                     None => String::from("to the relayd"),

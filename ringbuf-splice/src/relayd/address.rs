@@ -43,7 +43,10 @@ impl std::str::FromStr for RelaydAddress {
                     "" => (host, None),
                     p => (
                         host,
-                        Some(p.strip_prefix(':').ok_or_else(|| bad("expected : after ]"))?),
+                        Some(
+                            p.strip_prefix(':')
+                                .ok_or_else(|| bad("expected : after ]"))?,
+                        ),
                     ),
                 }
             }
@@ -131,7 +134,10 @@ mod tests {
             data,
         };
         assert_eq!(parse("net://example.org"), Ok(a("example.org", 5342, 5343)));
-        assert_eq!(parse("net://127.0.0.1:6000"), Ok(a("127.0.0.1", 6000, 5343)));
+        assert_eq!(
+            parse("net://127.0.0.1:6000"),
+            Ok(a("127.0.0.1", 6000, 5343))
+        );
         assert_eq!(parse("net://h:6000:6001"), Ok(a("h", 6000, 6001)));
         assert_eq!(parse("net://[::1]"), Ok(a("::1", 5342, 5343)));
         assert_eq!(parse("net://[::1]:7:8"), Ok(a("::1", 7, 8)));

@@ -204,7 +204,10 @@ impl Relayd {
         if metadata.len() + 12 > wire::MAX_CONTROL_PAYLOAD {
             return Err(RelaydError::Protocol {
                 command: Command::SendMetadata.name(),
-                why: format!("{} bytes of metadata are more than a relayd accepts", metadata.len()),
+                why: format!(
+                    "{} bytes of metadata are more than a relayd accepts",
+                    metadata.len()
+                ),
             });
         }
         let timeout = options.timeout;
@@ -262,8 +265,8 @@ impl Relayd {
         self.receive(Command::CreateSession, &mut path)?;
         Self::expect_ok(Command::CreateSession, reply.code)?;
         self.session_id = reply.session_id;
-        self.output_path = String::from_utf8_lossy(path.strip_suffix(&[0]).unwrap_or(&path))
-            .into_owned();
+        self.output_path =
+            String::from_utf8_lossy(path.strip_suffix(&[0]).unwrap_or(&path)).into_owned();
 
         self.expect_code(
             Command::CreateTraceChunk,
@@ -299,12 +302,10 @@ impl Relayd {
     /// An I/O error while doing `what`, a timeout said as such.
     fn io(&self, what: String, error: std::io::Error) -> RelaydError {
         match error.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                RelaydError::Timeout {
-                    what,
-                    timeout: self.timeout,
-                }
-            }
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => RelaydError::Timeout {
+                what,
+                timeout: self.timeout,
+            },
             _ => RelaydError::Io { what, error },
         }
     }
@@ -416,7 +417,10 @@ impl Relayd {
         else {
             return Err(RelaydError::Protocol {
                 command: "data",
-                why: format!("a packet of {} bytes is more than a relayd accepts", info.packet_size),
+                why: format!(
+                    "a packet of {} bytes is more than a relayd accepts",
+                    info.packet_size
+                ),
             });
         };
         let what = || format!("sending packet {} of stream {stream}", info.seq);
@@ -458,27 +462,37 @@ impl Relayd {
         let deadline = Instant::now() + self.timeout;
         for s in self.streams.clone() {
             let last = wire::last_net_seq(s.sent);
-            while s.sent > 0 {
-                match self.code(Command::DataPending, &wire::data_pending(s.handle, last))? {
-                    0 => break,
-                    1 if Instant::now() < deadline => std::thread::sleep(PENDING_POLL),
-                    1 => {
-                        return Err(RelaydError::Timeout {
-                            what: format!("waiting for the relayd to write stream {}", s.handle),
-                            timeout: self.timeout,
-                        })
-                    }
-                    code => return Err(RelaydError::Refused {
-                        command: Command::DataPending.name(),
-                        code,
-                    }),
-                }
+            if s.sent > 0 {
+                self.wait_written(s.handle, last, deadline)?;
             }
             self.expect_code(Command::CloseStream, &wire::close_stream(s.handle, last))?;
         }
         // The metadata stream had no packets on the data connection.
         let close = wire::close_stream(self.metadata, wire::last_net_seq(0));
         self.expect_code(Command::CloseStream, &close)
+    }
+
+    /// Waits until the relayd has written stream `handle`'s packets (data and
+    /// index) up to `last`, or `deadline` passes.
+    fn wait_written(&self, handle: u64, last: u64, deadline: Instant) -> Result<(), RelaydError> {
+        loop {
+            match self.code(Command::DataPending, &wire::data_pending(handle, last))? {
+                0 => return Ok(()),
+                1 if Instant::now() < deadline => std::thread::sleep(PENDING_POLL),
+                1 => {
+                    return Err(RelaydError::Timeout {
+                        what: format!("waiting for the relayd to write stream {handle}"),
+                        timeout: self.timeout,
+                    })
+                }
+                code => {
+                    return Err(RelaydError::Refused {
+                        command: Command::DataPending.name(),
+                        code,
+                    })
+                }
+            }
+        }
     }
 
     /// Records the first failure and closes the connections.

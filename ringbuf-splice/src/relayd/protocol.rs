@@ -367,7 +367,11 @@ mod tests {
             (streams_sent(), Command::StreamsSent, 0),
             (close_stream(3, 9), Command::CloseStream, 16),
             (data_pending(3, 9), Command::DataPending, 16),
-            (send_index(&Index::default()), Command::SendIndex, INDEX_SIZE),
+            (
+                send_index(&Index::default()),
+                Command::SendIndex,
+                INDEX_SIZE,
+            ),
             (send_metadata(2, "abc"), Command::SendMetadata, 15),
         ] {
             assert_eq!(header(&m), (0, len as u64, cmd as u32, 0), "{}", cmd.name());
