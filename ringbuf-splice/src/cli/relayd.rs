@@ -78,7 +78,7 @@ impl Streaming {
             (None, error) => (Default::default(), error.as_ref()),
         };
         // Packets the session never saw (it was not connected) are unsent too.
-        let unsent = exported.packets - stats.packets_sent;
+        let unsent = exported.packets.saturating_sub(stats.packets_sent);
         say!(
             "relayd {}: {} packets sent ({:.1} MB), {unsent} not sent",
             self.address,
