@@ -35,7 +35,7 @@ trap cleanup EXIT
 
 # A relayd of our own on loopback (ports from 35342 on, or PORT=...).
 port="${PORT:-35342}"
-LTTNG_HOME="$work" lttng-relayd -C "tcp://127.0.0.1:$port" -D "tcp://127.0.0.1:$((port + 1))" \
+LTTNG_HOME="$work" LTTNG_RELAYD_HEALTH="$work/relayd-health" lttng-relayd -C "tcp://127.0.0.1:$port" -D "tcp://127.0.0.1:$((port + 1))" \
     -L "tcp://127.0.0.1:$((port + 2))" -o "$work/relayd" >"$work/relayd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do

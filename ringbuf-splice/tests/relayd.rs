@@ -97,7 +97,7 @@ fn dummy() -> Child {
 }
 
 /// An lttng-relayd of the test's own: loopback ports chosen at run time, its own
-/// output and home directories; killed when dropped.
+/// output and home directories and health socket; killed when dropped.
 struct RelaydProcess {
     process: Killed,
     control: u16,
@@ -142,6 +142,8 @@ impl RelaydProcess {
                     ])
                     .arg(&output)
                     .env("LTTNG_HOME", dir)
+                    // Its health socket too, not in the system's /var/run/lttng.
+                    .env("LTTNG_RELAYD_HEALTH", dir.join(format!("health-{attempt}")))
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
