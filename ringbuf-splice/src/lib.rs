@@ -6,16 +6,17 @@
 //!   sockets and pipes) and why a sub-buffer may be released when it returns;
 //! * [`TraceDir`]: CTF trace directories that babeltrace2 reads;
 //! * [`export_loop`]: the consumer loop of a whole channel (wakeups, live
-//!   switching, export into a trace directory);
-//! * [`stream`]: live streaming over TCP and its receiver;
+//!   switching, export into a trace directory, a relayd, or both);
+//! * [`relayd`]: streaming to an unmodified `lttng-relayd`, which writes the
+//!   trace and serves live viewers;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
 pub mod export;
 pub mod export_loop;
+pub mod relayd;
 pub mod session;
 pub mod snapshot;
-pub mod stream;
 mod trace_dir;
 
 pub use trace_dir::{TraceDir, TraceError};

@@ -59,7 +59,8 @@ use ringbuf_mmap::{
     PerCpuChannel, PerThreadChannel, SlotError, Wakeup,
 };
 
-use crate::export_loop::{self, ExportStats, LoopError, LoopOptions};
+use crate::export_loop::{self, ExportStats, LoopError, LoopOptions, Outputs};
+use crate::relayd::{Relayd, RelaydAddress, RelaydError, RelaydOptions};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// The record format tag of session channels (CTF, as the CLI's).
@@ -100,6 +101,18 @@ pub enum SessionError {
     Export(LoopError),
     /// The consumer thread panicked.
     ExporterPanicked,
+    /// The relayd URL is invalid, or the relayd could not be reached or refused
+    /// the session ([`Builder::relayd`]): nothing was started.
+    RelaydConnect(RelaydError),
+    /// The connection to the relayd was lost: the relayd's trace misses the
+    /// packets counted in `counters.relayd_packets_unsent`; the trace directory
+    /// is complete.
+    RelaydLost {
+        /// Why.
+        error: RelaydError,
+        /// The session's counters.
+        counters: Box<Counters>,
+    },
 }
 
 impl std::fmt::Display for SessionError {
@@ -114,6 +127,13 @@ impl std::fmt::Display for SessionError {
             Self::Thread(e) => write!(f, "starting the consumer thread: {e}"),
             Self::Export(e) => write!(f, "exporting: {e}"),
             Self::ExporterPanicked => f.write_str("the consumer thread panicked"),
+            Self::RelaydConnect(e) => write!(f, "relayd: {e}"),
+            Self::RelaydLost { error, counters } => write!(
+                f,
+                "relayd connection lost ({error}): {} packets sent, {} not sent; the trace \
+                 directory is complete",
+                counters.relayd_packets_sent, counters.relayd_packets_unsent
+            ),
         }
     }
 }
@@ -127,6 +147,7 @@ impl std::error::Error for SessionError {
             Self::Trace { error, .. } => Some(error),
             Self::Thread(e) => Some(e),
             Self::Export(e) => Some(e),
+            Self::RelaydConnect(e) | Self::RelaydLost { error: e, .. } => Some(e),
             _ => None,
         }
     }
@@ -153,6 +174,8 @@ pub struct Builder {
     name: Option<String>,
     /// Per-thread buffers with this many slots; `None`: per-CPU buffers.
     thread_slots: Option<u32>,
+    /// A relayd to stream to, as well.
+    relayd: Option<String>,
 }
 
 impl Default for Builder {
@@ -167,6 +190,7 @@ impl Default for Builder {
             live_period: Some(Duration::from_millis(500)),
             name: None,
             thread_slots: None,
+            relayd: None,
         }
     }
 }
@@ -247,6 +271,18 @@ impl Builder {
         self
     }
 
+    /// Streams the trace to the lttng-relayd at `url` as well
+    /// (`net://HOST[:CONTROL_PORT[:DATA_PORT]]`, see [`crate::relayd`]), as a
+    /// relayd session named after the trace (see [`Builder::name`]) and the
+    /// process id; live viewers may attach while the session runs when it has a
+    /// [`Builder::live_period`]. A relayd that cannot be reached makes `start`
+    /// fail; one lost later never stalls the writers or the trace directory (see
+    /// [`SessionError::RelaydLost`]).
+    pub fn relayd(mut self, url: &str) -> Self {
+        self.relayd = Some(url.to_owned());
+        self
+    }
+
     /// Creates the buffers and the trace directory, starts the consumer thread and
     /// makes this the running session.
     pub fn start(self) -> Result<Session, SessionError> {
@@ -284,8 +320,9 @@ impl Process {
     }
 }
 
-/// A random trace uuid (the kernel's generator; the time and pid if it fails).
-fn new_uuid() -> [u8; 16] {
+/// A random uuid (the kernel's generator; the time and pid if it fails), never
+/// nil.
+pub(crate) fn new_uuid() -> [u8; 16] {
     let mut uuid = [0u8; 16];
     // SAFETY: a valid buffer of its length.
     let n = unsafe { libc::getrandom(uuid.as_mut_ptr().cast(), uuid.len(), 0) };
@@ -451,6 +488,10 @@ pub struct Counters {
     pub packets: u64,
     /// Bytes exported into the trace.
     pub bytes: u64,
+    /// Packets the relayd acknowledged ([`Builder::relayd`]).
+    pub relayd_packets_sent: u64,
+    /// Packets the relayd did not get (its connection was lost).
+    pub relayd_packets_unsent: u64,
 }
 
 impl Counters {
@@ -479,7 +520,7 @@ pub struct Session {
     events: Vec<Declared>,
     output: PathBuf,
     stop: Arc<AtomicBool>,
-    exporter: Option<JoinHandle<Result<ExportStats, LoopError>>>,
+    exporter: Option<JoinHandle<Result<(ExportStats, Outputs), LoopError>>>,
 }
 
 /// The consumer side of a session's channel, run by its export thread.
@@ -491,23 +532,24 @@ enum Exporter {
 impl Exporter {
     fn run(
         self,
-        mut trace: TraceDir,
+        mut outputs: Outputs,
         options: &LoopOptions,
         stop: impl FnMut() -> bool,
-    ) -> Result<ExportStats, LoopError> {
+    ) -> Result<(ExportStats, Outputs), LoopError> {
         fn run<W: Word>(
             consumer: &Consumer<W, Ctf, TraceClock>,
-            trace: &mut TraceDir,
+            outputs: &mut Outputs,
             options: &LoopOptions,
             stop: impl FnMut() -> bool,
         ) -> Result<ExportStats, LoopError> {
             let subbuf = consumer.subbuf_size() as usize;
-            export_loop::run(consumer, trace, options, stop, |_| {}, subbuf)
+            export_loop::run(consumer, outputs, options, stop, |_, _| {}, subbuf)
         }
-        match &self {
-            Self::PerCpu(c) => run(c, &mut trace, options, stop),
-            Self::PerThread(c) => run(c, &mut trace, options, stop),
-        }
+        let stats = match &self {
+            Self::PerCpu(c) => run(c, &mut outputs, options, stop),
+            Self::PerThread(c) => run(c, &mut outputs, options, stop),
+        }?;
+        Ok((stats, outputs))
     }
 }
 
@@ -595,7 +637,25 @@ impl Session {
             path: output.clone(),
             error,
         };
+        let relayd = match &b.relayd {
+            Some(url) => {
+                let options = RelaydOptions {
+                    hostname: process.hostname.clone(),
+                    ..RelaydOptions::new(&format!("{name}-{}", process.pid), b.live_period)
+                };
+                let buffers = b.thread_slots.unwrap_or_else(possible_cpus);
+                let relayd = url
+                    .parse::<RelaydAddress>()
+                    .and_then(|a| Relayd::connect(&a, &options, &metadata, buffers));
+                Some(relayd.map_err(SessionError::RelaydConnect)?)
+            }
+            None => None,
+        };
         let trace = TraceDir::with_metadata(&output, &metadata).map_err(trace_err)?;
+        let outputs = Outputs {
+            trace: Some(trace),
+            relayd,
+        };
         // The consumer attaches through the same interface another process would.
         let attached = match &channel {
             Channel::PerCpu(c) => attach(c.shm(), c.wakeup(), client, clock).map(Exporter::PerCpu),
@@ -642,7 +702,7 @@ impl Session {
             .name("ringbuf-export".into())
             .spawn(move || {
                 // Acquire: pairs with `end`'s Release, after the final flush.
-                exporter.run(trace, &options, || stopping.load(Ordering::Acquire))
+                exporter.run(outputs, &options, || stopping.load(Ordering::Acquire))
             });
         let mut session = Self {
             shared,
@@ -709,7 +769,7 @@ impl Session {
         self.shared.flush();
         // Release: the final packets are delivered before the consumer's last pass.
         self.stop.store(true, Ordering::Release);
-        let exported = exporter
+        let (exported, outputs) = exporter
             .join()
             .map_err(|_| SessionError::ExporterPanicked)?
             .map_err(SessionError::Export)?;
@@ -720,7 +780,19 @@ impl Session {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(ringbuf_mmap::wakeup_path(path));
         }
-        Ok(counters)
+        let Some(relayd) = outputs.relayd else {
+            return Ok(counters);
+        };
+        let sent = relayd.stats();
+        counters.relayd_packets_sent = sent.packets_sent;
+        counters.relayd_packets_unsent = sent.packets_unsent;
+        match relayd.into_failure() {
+            Some(error) => Err(SessionError::RelaydLost {
+                error,
+                counters: Box::new(counters),
+            }),
+            None => Ok(counters),
+        }
     }
 }
 

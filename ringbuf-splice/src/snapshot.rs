@@ -16,7 +16,7 @@ use ringbuf_core::{Client, Clock, Switch, Word};
 use ringbuf_mmap::Consumer;
 
 use crate::export::Splicer;
-use crate::export_loop::{export_each, ExportStats, LoopError};
+use crate::export_loop::{export_each, ExportStats, LoopError, Outputs};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// Writes a snapshot of `consumer`'s channel to the new directory `out`.
@@ -25,10 +25,16 @@ pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
     out: &Path,
     subbuf_size: usize,
 ) -> Result<ExportStats, LoopError> {
-    let mut trace = TraceDir::with_metadata(out, consumer.metadata()).map_err(LoopError::Trace)?;
+    let trace = TraceDir::with_metadata(out, consumer.metadata()).map_err(LoopError::Trace)?;
     let mut splicer = Splicer::new(subbuf_size).map_err(|e| LoopError::Trace(TraceError::Io(e)))?;
     let mut stats = ExportStats::default();
     consumer.switch_all(Switch::Active);
-    export_each(consumer, &mut trace, &mut splicer, &mut stats, true)?;
+    export_each(
+        consumer,
+        &mut Outputs::trace(trace),
+        &mut splicer,
+        &mut stats,
+        true,
+    )?;
     Ok(stats)
 }

@@ -48,6 +48,7 @@ impl From<io::Error> for TraceError {
 }
 
 /// A trace directory being written.
+#[derive(Debug)]
 pub struct TraceDir {
     path: PathBuf,
     streams: Vec<Option<File>>,

@@ -369,6 +369,7 @@ fn bad_arguments_are_clear_errors_and_help_documents_every_flag() {
         "--subbuf-size",
         "--subbuf-count",
         "--output",
+        "--relayd",
         "--buffer-dir",
         "--live-ms",
         "--flight-recorder",

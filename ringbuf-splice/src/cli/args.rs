@@ -91,6 +91,11 @@ impl Args {
             })
     }
 
+    /// An optional string value.
+    pub fn opt_str(&self, name: &str) -> Option<String> {
+        self.values.get(name).cloned()
+    }
+
     /// A required path.
     pub fn path(&self, name: &str) -> Result<PathBuf, ArgError> {
         self.values

@@ -5,6 +5,7 @@ mod commands;
 mod memory;
 mod out;
 mod record;
+mod relayd;
 mod signals;
 mod summary;
 

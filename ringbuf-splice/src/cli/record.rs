@@ -1,5 +1,5 @@
 //! `ringbuf record`: a synthetic multi-threaded workload into per-CPU buffers in
-//! shared memory, exported live into a trace directory.
+//! shared memory, exported live into a trace directory, a relayd, or both.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -13,13 +13,14 @@ use ringbuf_mmap::clock::TraceClock;
 use ringbuf_mmap::{
     possible_cpus, wakeup_path, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer,
 };
-use ringbuf_splice::export_loop::{self, ExportStats, LoopOptions};
+use ringbuf_splice::export_loop::{self, ExportStats, LoopOptions, Outputs};
 use ringbuf_splice::snapshot::snapshot_to_dir;
 use ringbuf_splice::TraceDir;
 
 use super::args::{Args, Size};
 use super::memory;
 use super::out::{say, tell, Progress};
+use super::relayd::{lost_notice, note_failure, Streaming};
 use super::{signals, summary};
 use super::{CTF_FORMAT, UUID};
 
@@ -44,8 +45,17 @@ Options:
                        the buffers (CPUs x count x size) must fit in half the
                        available memory: they are prefaulted
   --output DIR         trace directory to create (required, except with
-                       --no-export: a trace can be hundreds of MB, so it goes
-                       only where asked)
+                       --relayd or --no-export: a trace can be hundreds of MB,
+                       so it goes only where asked)
+  --relayd URL         stream the trace to an lttng-relayd (2.11 or later) as
+                       well, or instead: net://HOST[:CONTROL_PORT[:DATA_PORT]]
+                       (default ports 5342 and 5343), as the live session
+                       ringbuf-record-<pid>; viewers attach with babeltrace2
+                       --input-format=lttng-live while it runs. A relayd that
+                       cannot be reached is an error without --output; one
+                       lost later never stops the recording or the --output
+                       trace: the summary counts the packets it missed and
+                       the exit status is then 1
   --buffer-dir DIR     put the buffers in a file DIR/ringbuf-<pid> (others can
                        `ringbuf consume` or `ringbuf recover` it) instead of a
                        memfd; the file and its wakeup FIFO DIR/.ringbuf-<pid>.wake
@@ -89,8 +99,10 @@ struct Workload {
     rate: u64,
     duration: Duration,
     payload: usize,
-    /// The trace directory; `None` with `--no-export`.
+    /// The trace directory; `None` with `--no-export` (or `--relayd` alone).
     output: Option<PathBuf>,
+    /// The relayd URL.
+    relayd: Option<String>,
     live: Duration,
     flight_recorder: bool,
     /// Whether the `--buffer-dir` files outlive a clean end.
@@ -111,6 +123,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "output",
             "buffer-dir",
             "live-ms",
+            "relayd",
         ],
         &["flight-recorder", "no-export", "keep-buffers"],
     )?;
@@ -164,10 +177,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let rate = a.get("rate", 100_000u64)?;
     let duration = a.seconds("duration")?.unwrap_or(Duration::from_secs(2));
     let live = Duration::from_millis(a.get("live-ms", 100u64)?);
+    let relayd = a.opt_str("relayd");
+    if relayd.is_some() && (no_export || flight_recorder) {
+        return Err(format!(
+            "--relayd streams packets as they are written: not with --{}",
+            if no_export {
+                "no-export"
+            } else {
+                "flight-recorder"
+            }
+        ));
+    }
     // Paths last: every value is checked before the file system is looked at.
     let output = match (no_export, a.opt_path("output")) {
         (false, Some(_)) => Some(a.new_path("output")?),
-        (false, None) => return Err("--output DIR is required: the trace to create".into()),
+        (false, None) if relayd.is_some() => None,
+        (false, None) => {
+            return Err("--output DIR is required (or --relayd URL): the trace to create".into())
+        }
         (true, Some(path)) => {
             let path = path.display();
             return Err(format!("--output {path}: --no-export writes no trace"));
@@ -181,6 +208,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         duration,
         payload,
         output,
+        relayd,
         live,
         flight_recorder,
         // Without export, the buffers are the output: another process reads them.
@@ -260,11 +288,31 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
                 .map_err(|e| format!("creating the trace {}: {e}", out.display()))
         })
         .transpose()?;
+    let mut streaming = match &w.relayd {
+        Some(url) => Some(Streaming::connect(
+            url,
+            &format!("ringbuf-record-{}", std::process::id()),
+            Some(w.live),
+            &metadata,
+            options.buffers,
+            output,
+        )?),
+        None => None,
+    };
+    let outputs = Outputs {
+        trace,
+        relayd: streaming.as_mut().and_then(|s| s.relayd.take()),
+    };
 
-    let ran = run_threads(w, &channel, &consumer, trace)?;
+    let ran = run_threads(w, &channel, &consumer, outputs)?;
+    if let Some(streaming) = &mut streaming {
+        streaming.relayd = ran.relayd;
+    }
     let exported = match output.filter(|_| w.flight_recorder) {
-        Some(out) => snapshot_to_dir(&consumer, out, config.subbuf_size as usize)
-            .map_err(|e| format!("writing the snapshot {}: {e}", out.display()))?,
+        Some(out) => Some(
+            snapshot_to_dir(&consumer, out, config.subbuf_size as usize)
+                .map_err(|e| format!("writing the snapshot {}: {e}", out.display()))?,
+        ),
         None => ran.exported,
     };
     summary::print(&summary::Run {
@@ -273,10 +321,16 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         attempted: ran.attempted,
         committed: ran.committed,
         elapsed: ran.start.elapsed(),
-        trace: output.map(|out| (out, exported)),
+        exported,
+        trace: output,
+        relayd: streaming.is_some(),
         snapshots: ran.snapshots,
         flight_recorder: w.flight_recorder,
     });
+    let streamed = match (&streaming, exported) {
+        (Some(streaming), Some(exported)) => streaming.report(&exported, output),
+        _ => Ok(()),
+    };
     if let Some(path) = channel.path() {
         if w.keep_buffers {
             say!("buffers kept in {}", path.display());
@@ -288,7 +342,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
             }
         }
     }
-    Ok(())
+    streamed
 }
 
 /// What the writer and exporter threads did.
@@ -299,22 +353,26 @@ struct Ran {
     attempted: u64,
     /// Events written.
     committed: u64,
-    /// What the live export exported.
-    exported: ExportStats,
+    /// What the live export exported (`None`: there was none).
+    exported: Option<ExportStats>,
+    /// The relayd session, back from the export.
+    relayd: Option<ringbuf_splice::relayd::Relayd>,
     /// SIGUSR1 snapshots taken, and the packets they took.
     snapshots: (u32, u64),
 }
 
-/// Runs the writers (and the live export into `trace`, if any) until the end of
-/// `--duration` or a stop request, then ends every stream with a final packet.
+/// Runs the writers (and the live export into `outputs`, if any) until the end
+/// of `--duration` or a stop request, then ends every stream with a final packet.
 fn run_threads(
     w: &Workload,
     channel: &Channel,
     consumer: &Consumer,
-    trace: Option<TraceDir>,
+    mut outputs: Outputs,
 ) -> Result<Ran, String> {
     let (attempted, committed) = (AtomicU64::new(0), AtomicU64::new(0));
     let stop_exporter = AtomicBool::new(false);
+    // The relayd's failure, noted by the exporter for the main thread to print.
+    let relayd_lost = OnceLock::new();
     // Writers wait at this gate until every thread is started: a thousand
     // threads spawned while the first ones already spin would starve the
     // spawning thread (and the exporter) for seconds.
@@ -343,31 +401,46 @@ fn run_threads(
                 Err(e) => return Err(format!("starting writer thread {thread}: {e}")),
             }
         }
-        let exporter = match trace {
-            Some(mut trace) => {
-                let stop = || stop_exporter.load(Ordering::Acquire);
-                let options = LoopOptions {
-                    live_period: Some(w.live),
-                    ..LoopOptions::default()
+        let exporter = if outputs.trace.is_some() || outputs.relayd.is_some() {
+            let stop = || stop_exporter.load(Ordering::Acquire);
+            let options = LoopOptions {
+                live_period: Some(w.live),
+                ..LoopOptions::default()
+            };
+            let subbuf = consumer.subbuf_size() as usize;
+            let lost = &relayd_lost;
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                let progress = |_: &ExportStats, o: &Outputs| note_failure(o.relayd.as_ref(), lost);
+                let run =
+                    export_loop::run(consumer, &mut outputs, &options, stop, progress, subbuf);
+                let into = match &outputs.trace {
+                    Some(trace) => format!("into {}", trace.path().display()),
+                    None => String::from("to the relayd"),
                 };
-                let subbuf = consumer.subbuf_size() as usize;
-                let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                    export_loop::run(consumer, &mut trace, &options, stop, |_| {}, subbuf)
-                        .map_err(|e| format!("exporting into {}: {e}", trace.path().display()))
-                });
-                match spawned {
-                    Ok(handle) => Some(handle),
-                    Err(e) => return Err(format!("starting the exporter thread: {e}")),
-                }
+                run.map(|stats| (stats, outputs.relayd))
+                    .map_err(|e| format!("exporting {into}: {e}"))
+            });
+            match spawned {
+                Ok(handle) => Some(handle),
+                Err(e) => return Err(format!("starting the exporter thread: {e}")),
             }
-            None => None,
+        } else {
+            None
         };
         let start = *begin.get_or_init(Instant::now);
         drop(closed);
         // Until the end, a stop request, or an exporter that gave up (its error is
         // reported below).
         let exporting = || exporter.as_ref().is_none_or(|h| !h.is_finished());
-        let snapshots = wait_for_the_end(w, start, channel, consumer, &committed, exporting);
+        let snapshots = wait_for_the_end(
+            w,
+            start,
+            channel,
+            consumer,
+            &committed,
+            exporting,
+            &relayd_lost,
+        );
         signals::request_stop();
         let writers_done = writers.into_iter().all(|h| h.join().is_ok());
         // End every stream with a packet carrying the final count, then let the
@@ -377,11 +450,14 @@ fn run_threads(
         let reader = exporter.as_ref().is_some_and(|h| !h.is_finished());
         flush(channel, reader || channel.path().is_some());
         stop_exporter.store(true, Ordering::Release);
-        let exported = match exporter {
-            Some(exporter) => exporter
-                .join()
-                .map_err(|_| "the exporter thread panicked".to_string())??,
-            None => ExportStats::default(),
+        let (exported, relayd) = match exporter {
+            Some(exporter) => {
+                let (stats, relayd) = exporter
+                    .join()
+                    .map_err(|_| "the exporter thread panicked".to_string())??;
+                (Some(stats), relayd)
+            }
+            None => (None, None),
         };
         if !writers_done {
             return Err("a writer thread panicked".into());
@@ -391,6 +467,7 @@ fn run_threads(
             attempted: attempted.load(Ordering::Relaxed),
             committed: committed.load(Ordering::Relaxed),
             exported,
+            relayd,
             snapshots,
         })
     })
@@ -406,11 +483,18 @@ fn wait_for_the_end(
     consumer: &Consumer,
     committed: &AtomicU64,
     going: impl Fn() -> bool,
+    relayd_lost: &OnceLock<String>,
 ) -> (u32, u64) {
     let (mut snapshots, mut snapshot_packets) = (0, 0);
     let mut last = (Instant::now(), 0u64, 0u64);
     let mut shown = Progress::new();
+    let mut told = false;
     while start.elapsed() < w.duration && !signals::stop_requested() && going() {
+        if let (false, Some(error)) = (told, relayd_lost.get()) {
+            shown.end();
+            tell!("{}", lost_notice(error));
+            told = true;
+        }
         std::thread::sleep(
             Duration::from_millis(50).min(w.duration.saturating_sub(start.elapsed())),
         );

@@ -21,8 +21,12 @@ pub struct Run<'a> {
     pub committed: u64,
     /// From the start to the end of the export.
     pub elapsed: Duration,
-    /// The trace directory and what went into it (`None`: `--no-export`).
-    pub trace: Option<(&'a Path, ExportStats)>,
+    /// What the export took from the buffers (`None`: `--no-export`).
+    pub exported: Option<ExportStats>,
+    /// The trace directory, if any.
+    pub trace: Option<&'a Path>,
+    /// Whether packets were streamed to a relayd (its own report follows).
+    pub relayd: bool,
     /// SIGUSR1 snapshots taken, and the packets they took.
     pub snapshots: (u32, u64),
     /// Overwrite mode exported only at the end (and on SIGUSR1).
@@ -102,7 +106,7 @@ pub fn print(run: &Run<'_>) {
             say!("  {name} {value}: {meaning}");
         }
     }
-    if let Some((path, _)) = run.trace {
+    if let Some(path) = run.trace {
         say!("view the trace: babeltrace2 {}", path.display());
     }
 }
@@ -113,18 +117,19 @@ fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
     let (snapshots, in_snapshots) = run.snapshots;
     let mut parts = Vec::new();
     let mut accounted = in_snapshots + overwritten;
-    if let Some((path, exported)) = run.trace {
+    if let Some(exported) = run.exported {
         let mb = exported.bytes as f64 / 1e6;
         let what = if run.flight_recorder {
             "final snapshot"
         } else {
             "trace"
         };
-        parts.push(format!(
-            "{} in the {what} {} ({mb:.1} MB)",
-            exported.packets,
-            path.display()
-        ));
+        let place = match (run.trace, run.relayd) {
+            (Some(path), false) => format!("in the {what} {}", path.display()),
+            (Some(path), true) => format!("in the {what} {} and to the relayd", path.display()),
+            (None, _) => String::from("exported to the relayd"),
+        };
+        parts.push(format!("{} {place} ({mb:.1} MB)", exported.packets));
         accounted += exported.packets;
     }
     if snapshots > 0 {
@@ -135,7 +140,7 @@ fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
     }
     if written > accounted {
         let rest = written - accounted;
-        parts.push(match run.trace {
+        parts.push(match run.exported {
             None => format!("{rest} left to other readers (--no-export)"),
             // Only when a final flush failed (a warning said so).
             Some(_) => format!("{rest} not exported"),
@@ -148,7 +153,7 @@ fn packets(run: &Run<'_>, written: u64, overwritten: u64) {
              to them (babeltrace2 shows the gaps as discarded packets)"
         );
     }
-    if run.flight_recorder && run.trace.is_some() {
+    if run.flight_recorder && run.exported.is_some() {
         if snapshots > 0 {
             say!(
                 "  the final snapshot holds what was written after the last SIGUSR1 \
