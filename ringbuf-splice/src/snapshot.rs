@@ -16,7 +16,7 @@ use ringbuf_core::{Client, Clock, Switch, Word};
 use ringbuf_mmap::Consumer;
 
 use crate::export::Splicer;
-use crate::export_loop::{export_each, ExportStats, LoopError};
+use crate::export_loop::{export_each, forward_metadata_update, ExportStats, LoopError};
 use crate::trace_dir::{TraceDir, TraceError};
 
 /// Writes a snapshot of `consumer`'s channel to the new directory `out`.
@@ -30,5 +30,7 @@ pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
     let mut stats = ExportStats::default();
     consumer.switch_all(Switch::Active);
     export_each(consumer, &mut trace, &mut splicer, &mut stats, true)?;
+    // Classes registered since attaching that no exported packet used.
+    forward_metadata_update(consumer, &mut trace)?;
     Ok(stats)
 }

@@ -2,10 +2,13 @@
 //! and a receiver that writes a trace directory from it.
 //!
 //! ```text
-//! frame   magic u32 = "RBLS" | kind u32 (0 metadata, 1 packet) | cpu u32 | len u32 | len bytes
+//! frame   magic u32 = "RBLS" | kind u32 | cpu u32 | len u32 | len bytes
+//! kind    0: the metadata; 1: a packet; 2: metadata appended (event classes
+//!         the producer registered since)
 //! ```
 //!
-//! The metadata comes first. Each packet is copied from the consumer's mapping into
+//! The metadata comes first; text appended to it comes before the first packet
+//! exported after it (which may use its classes). Each packet is copied from the consumer's mapping into
 //! the socket, so its sub-buffer goes back to the writers as soon as the copy
 //! returns (why not splice: [`crate::export`]). The sender runs in the consumer, never in a writer: a slow or
 //! disconnected receiver stalls only the consumer (which then loses its connection
@@ -27,6 +30,7 @@ use crate::trace_dir::{TraceDir, TraceError};
 const MAGIC: u32 = u32::from_le_bytes(*b"RBLS");
 const METADATA: u32 = 0;
 const PACKET: u32 = 1;
+const METADATA_APPENDED: u32 = 2;
 /// The largest frame a receiver accepts (a sub-buffer, or the metadata).
 pub const MAX_FRAME: u32 = 64 << 20;
 
@@ -69,6 +73,11 @@ impl LiveSender {
         let mut sent = 0;
         for cpu in 0..consumer.buffer_count() {
             sent += consumer.export(cpu, |packet| {
+                if let Some(text) = &packet.metadata {
+                    let len = text.len() as u32;
+                    write_all(&self.socket, &frame_header(METADATA_APPENDED, 0, len))?;
+                    write_all(&self.socket, text.as_bytes())?;
+                }
                 let len = packet.info.packet_size as usize;
                 write_all(&self.socket, &frame_header(PACKET, cpu, len as u32))?;
                 self.splicer
@@ -131,6 +140,11 @@ pub fn receive(mut socket: impl Read, out: &Path) -> Result<u64, ReceiveError> {
                     .map_err(|_| ReceiveError::Protocol("metadata not UTF-8"))?;
                 trace = Some(TraceDir::with_metadata(out, text).map_err(ReceiveError::Trace)?);
             }
+            (METADATA_APPENDED, Some(trace)) => {
+                let text = std::str::from_utf8(&body)
+                    .map_err(|_| ReceiveError::Protocol("metadata not UTF-8"))?;
+                trace.append_metadata(text).map_err(ReceiveError::Trace)?;
+            }
             (PACKET, Some(trace)) => {
                 trace
                     .write_packet(cpu, &body)
@@ -138,7 +152,9 @@ pub fn receive(mut socket: impl Read, out: &Path) -> Result<u64, ReceiveError> {
                 packets += 1;
             }
             (METADATA, Some(_)) => return Err(ReceiveError::Protocol("metadata twice")),
-            (PACKET, None) => return Err(ReceiveError::Protocol("packet before metadata")),
+            (PACKET | METADATA_APPENDED, None) => {
+                return Err(ReceiveError::Protocol("packet before metadata"))
+            }
             _ => return Err(ReceiveError::Protocol("unknown frame kind")),
         }
     }

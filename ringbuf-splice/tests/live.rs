@@ -500,3 +500,53 @@ fn export_under_a_size_limit(dir: &Path) {
     }
     assert_eq!(stats.packets, 2);
 }
+
+#[test]
+fn classes_appended_while_streaming_reach_the_receiver_before_their_events() {
+    use ringbuf_core::ctf::{EventSchema, FieldDef, FieldType, Value};
+    static FIELDS: [FieldDef; 1] = [FieldDef {
+        name: "n",
+        ty: FieldType::U64,
+    }];
+    let dir = temp_dir("stream-classes");
+    let (channel, consumer) = channel(SMALL, 8, 1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = dir.join("received");
+    let receiver = {
+        let out = out.clone();
+        std::thread::spawn(move || receive(listener.accept().unwrap().0, &out))
+    };
+    let mut sender = LiveSender::new(
+        TcpStream::connect(addr).unwrap(),
+        consumer.metadata(),
+        SMALL as usize,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    // Ids past those of NUMBERED; each class declared on its own, then used.
+    for i in 0..3u32 {
+        let schema = EventSchema {
+            id: 100 + i,
+            name: ["added 0", "added 1", "added 2"][i as usize],
+            fields: &FIELDS,
+        };
+        let declaration = format!(
+            "\nevent {{\n    name = \"{}\";\n    id = {};\n    stream_id = 0;\n    \
+             fields := struct {{\n        uint64_t n;\n    }};\n}};\n",
+            schema.name, schema.id
+        );
+        ringbuf_mmap::append_metadata(channel.shm(), &declaration).unwrap();
+        channel.write_event(&schema, &[Value::U64(u64::from(i))]).unwrap();
+        channel.switch_all(Switch::Active).unwrap();
+        assert_eq!(sender.send_all(&consumer).unwrap(), 1);
+    }
+    drop(sender);
+    assert_eq!(receiver.join().unwrap().expect("receiving"), 3);
+    let metadata = std::fs::read_to_string(out.join("metadata")).unwrap();
+    assert_eq!(metadata.matches("name = \"added ").count(), 3);
+    if let Some((events, stderr)) = babeltrace_count(&out) {
+        assert_eq!(events, 3, "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
