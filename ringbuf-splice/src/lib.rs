@@ -20,9 +20,12 @@ mod trace_dir;
 
 pub use trace_dir::{TraceDir, TraceError};
 
-pub use ringbuf_core::ctf::{EmitError, Event, Field};
+pub use ringbuf_core::ctf::{EmitError, Event, Field, FieldType};
 pub use ringbuf_core::Mode;
-pub use session::{Builder, Counters, Current, CurrentInHandler, Session, SessionError};
+pub use session::{
+    Builder, Class, ClassSpec, Counters, Current, CurrentInHandler, RegisterError, Session,
+    SessionError,
+};
 
 /// Declares typed event classes that a [`Session`] records.
 ///
