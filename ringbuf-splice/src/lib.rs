@@ -9,6 +9,8 @@
 //!   switching, export into a trace directory);
 //! * [`stream`]: live streaming over TCP and its receiver;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
+//! * `tracing` (feature `tracing`): a `tracing-subscriber` Layer that records a
+//!   program instrumented with `tracing` into the running session;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
 pub mod export;
@@ -17,6 +19,8 @@ pub mod session;
 pub mod snapshot;
 pub mod stream;
 mod trace_dir;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 pub use trace_dir::{TraceDir, TraceError};
 
