@@ -537,7 +537,9 @@ fn classes_appended_while_streaming_reach_the_receiver_before_their_events() {
             schema.name, schema.id
         );
         ringbuf_mmap::append_metadata(channel.shm(), &declaration).unwrap();
-        channel.write_event(&schema, &[Value::U64(u64::from(i))]).unwrap();
+        channel
+            .write_event(&schema, &[Value::U64(u64::from(i))])
+            .unwrap();
         channel.switch_all(Switch::Active).unwrap();
         assert_eq!(sender.send_all(&consumer).unwrap(), 1);
     }

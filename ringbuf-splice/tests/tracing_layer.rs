@@ -67,12 +67,12 @@ fn program() {
     // An explicit parent and a root event, whatever the thread entered.
     trace!(parent: &sibling, "explicit");
     info!(parent: None, "orphan");
-    std::thread::scope(|s| {
-        for t in 0..THREADS {
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
             // The span is created on its thread: `parent` is 0 there (no span
             // entered), and every event of the thread is in it.
             let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            s.spawn(move || {
+            std::thread::spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     let worker = info_span!("worker", t);
                     let _in = worker.enter();
@@ -80,9 +80,15 @@ fn program() {
                         info!(t, n, "work");
                     }
                 })
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    // Joined, not left to a scope: a join returns once the thread is gone, after
+    // its thread-local destructors, which end a per-thread buffer's stream (a
+    // scope may return before them, and the session end first).
+    for worker in workers {
+        worker.join().unwrap();
+    }
 }
 
 #[test]
@@ -103,14 +109,14 @@ fn a_traced_program_reads_back_with_classes_fields_and_span_ids() {
         let counters = session.finish().unwrap();
         assert_eq!(counters.events_lost(), 0, "{counters:?}");
         if let Some(lines) = babeltrace_lines(&out) {
-            check(&lines);
+            check(&lines, per_thread);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
 /// What the program's trace must hold.
-fn check(lines: &[Line]) {
+fn check(lines: &[Line], per_thread: bool) {
     let named = |suffix: &str| -> Vec<&Line> {
         lines.iter().filter(|l| l.name.ends_with(suffix)).collect()
     };
@@ -212,7 +218,11 @@ fn check(lines: &[Line]) {
     // Threads: each worker span is a root on its thread, and every event of the
     // thread is in it, written by that thread.
     let workers = named("tracing_layer:worker:new");
-    assert_eq!(workers.len() as u64, THREADS);
+    assert_eq!(
+        workers.len() as u64,
+        THREADS,
+        "per-thread buffers: {per_thread}"
+    );
     let mut seen = HashMap::new();
     for worker in workers {
         assert_eq!(worker.num("parent"), 0);
