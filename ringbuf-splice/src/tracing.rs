@@ -62,9 +62,13 @@
 //! into the session's buffer. With no session running the Layer returns at once.
 //! BENCHMARKS.md compares it with `tracing-chrome` and the `fmt` layer.
 //!
-//! Registering a class allocates and takes a lock, once per class and session. A
-//! class the session refuses (its metadata area full) loses its events, counted
-//! in the session's [`Counters::lost_no_class`](crate::Counters::lost_no_class).
+//! Registering a class allocates and takes a lock, once per class and session
+//! (and with per-thread buffers a thread's first event claims its buffer, which
+//! allocates too). A class the session refuses (its metadata area full) loses
+//! its events, counted in the session's
+//! [`Counters::lost_no_class`](crate::Counters::lost_no_class). An event that
+//! races a session's end (or the start of the next) may belong to neither: it
+//! is dropped, as an event after `finish` is.
 
 use std::fmt::{self, Write as _};
 use std::mem::MaybeUninit;
@@ -169,7 +173,8 @@ impl Layer {
     /// The entry of `key`, if the current table has it (lock-free).
     #[inline]
     fn find(&self, key: &Key, hash: u64) -> Option<&Entry> {
-        // Acquire: pairs with `grow`'s Release: the table's slots are filled.
+        // Acquire: pairs with `insert`'s Release store of a grown table: its
+        // slots are filled.
         let table = self.table.load(Ordering::Acquire);
         // SAFETY: every table is kept (in an `Arc`) in `state.tables` until the
         // Layer drops, which needs `&mut self`.
@@ -395,7 +400,9 @@ impl Key {
                 .fold(0u64, |w, (i, &c)| w | u64::from(c) << (16 * i));
             h = mix(h, word);
         }
-        h
+        // The table takes the low bits, which a product mixes least: fold the
+        // high ones in.
+        h ^ (h >> 32)
     }
 }
 
@@ -902,5 +909,82 @@ mod spans {
             0 => 0,
             depth => s.ids.get(depth - 1).map_or(0, Cell::get),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn key(i: usize) -> Key {
+        Key {
+            // Addresses as a callsite's would be: aligned, close together.
+            meta: 0x1000 + 64 * i,
+            kind: Kind::Event,
+            types: Types {
+                len: 1,
+                fields: [(i as u16 % 4) << 3 | Type::U64 as u16; MAX_FIELDS],
+            },
+        }
+    }
+
+    #[test]
+    fn the_class_table_finds_every_entry_while_it_grows_under_readers() {
+        const ENTRIES: usize = 3000;
+        let layer = Layer::new();
+        let published = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| loop {
+                    // Acquire: pairs with the Release below: entries below `n`
+                    // were inserted.
+                    let n = published.load(Ordering::Acquire);
+                    for i in (0..n).step_by(7) {
+                        let k = key(i);
+                        let found = layer.find(&k, k.hash()).expect("an inserted entry");
+                        assert_eq!(found.key, k);
+                    }
+                    if n == ENTRIES {
+                        break;
+                    }
+                });
+            }
+            for i in 0..ENTRIES {
+                let k = key(i);
+                let entry = layer.insert(k, k.hash(), None);
+                assert_eq!(entry.key, k);
+                published.store(i + 1, Ordering::Release);
+            }
+        });
+        let state = layer.state.lock().unwrap();
+        assert_eq!(state.entries.len(), ENTRIES);
+        assert!(state.tables.len() > 1, "the table grew");
+        drop(state);
+        for i in 0..ENTRIES {
+            let k = key(i);
+            // Found, and never inserted twice.
+            let found = layer.find(&k, k.hash()).unwrap();
+            assert!(std::ptr::eq(found, layer.insert(k, k.hash(), None)));
+        }
+        let other = Key {
+            kind: Kind::SpanNew,
+            ..key(0)
+        };
+        assert!(layer.find(&other, other.hash()).is_none());
+    }
+
+    #[test]
+    fn names_become_tsdl_identifiers() {
+        for (name, want) in [
+            ("plain", "plain"),
+            ("r#type", "type"),
+            ("http.status", "http_status"),
+            ("héllo", "h_llo"),
+            ("1st", "f_1st"),
+            ("_x", "_x"),
+        ] {
+            assert_eq!(identifier(name), want);
+        }
     }
 }
