@@ -219,6 +219,15 @@ def typed_events(r):
     return table(header, rows)
 
 
+def tracing_layer(r):
+    g = "tracing_event"
+    header = ["subscriber", "ns/event (ratio to `ringbuf`)"]
+    rows = []
+    for name in ["registry_only", "ringbuf", "fmt_file", "fmt_file_buffered", "chrome"]:
+        rows.append([f"`{name}`", cell(ns(r, g, name), ns(r, g, "ringbuf"))])
+    return table(header, rows)
+
+
 # ---------------------------------------------------------------- SVG, by hand
 
 def svg_text(x, y, s, size=12, anchor="start", weight="normal"):
@@ -317,6 +326,8 @@ def main():
         ("Scaling, overwrite, 16 B", scaling(r)),
         ("Nested writes from a signal handler, 16 B", nested(r)),
         ("Typed events {u64; u32}, CTF: ns/event (ratio to write_event)", typed_events(r)),
+        ("A `tracing` event through each subscriber: ns/event (ratio to ringbuf's Layer)",
+         tracing_layer(r)),
     ]
     for title, body in sections:
         print(f"#### {title}\n\n{body}\n")

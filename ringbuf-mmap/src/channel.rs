@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! 0        ChannelHeader (one page), with the trace clock
-//! 4096     metadata text (TSDL), metadata_len bytes
+//! 4096     metadata area: metadata_capacity bytes, of which the first
+//!          metadata_len are TSDL text
 //! threads  the thread-slot table (crate::slots), page-aligned, whole pages
 //! regions  buffers × region_stride, page-aligned; each a ringbuf_core::Region
 //! ```
@@ -11,8 +12,16 @@
 //! Everything a consumer or a crash tool needs is in the file: it validates the
 //! header (the clock included, so no reader parses TSDL to find it), copies the
 //! metadata, and attaches each region (which validates itself).
+//!
+//! The metadata grows while the producer runs (event classes registered after the
+//! start, e.g. one per `tracing` callsite): [`append_metadata`] writes text after
+//! the current text, then publishes the new length; a reader loads the length and
+//! reads up to it only (see [`MetadataCursor`]). Text is never changed once
+//! published, only appended, so what a reader copied stays true.
 
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{Config, ConfigError, Mode, Region, RegionError, Word};
@@ -22,11 +31,17 @@ use crate::slots::{self, SlotTable};
 
 /// Magic at the start of a channel file.
 pub const CHANNEL_MAGIC: [u8; 8] = *b"RBCHAN\0\x01";
-/// Channel layout version (2: the clock and the thread-slot table).
-pub const CHANNEL_VERSION: u32 = 2;
+/// Channel layout version (2: the clock and the thread-slot table; 3: a metadata
+/// area with a capacity, whose text grows).
+pub const CHANNEL_VERSION: u32 = 3;
 const PAGE: u64 = 4096;
 const MAX_BUFFERS: u32 = 4096;
-const MAX_METADATA: u64 = 64 << 20;
+/// The largest metadata area.
+pub const MAX_METADATA: u64 = 64 << 20;
+/// The room a new channel's metadata area keeps for text appended while it runs,
+/// at least: as much again as the initial text, and never less than this (1 MiB,
+/// some thousands of event classes).
+pub const METADATA_ROOM: u64 = 1 << 20;
 
 /// The channel header at offset 0, in native byte order.
 #[repr(C)]
@@ -42,10 +57,14 @@ pub struct ChannelHeader {
     pub format: u32,
     /// Non-zero once the producer finished creating the channel.
     pub ready: u32,
-    /// Offset of the metadata text.
+    /// Offset of the metadata area.
     pub metadata_offset: u64,
-    /// Bytes of metadata text.
+    /// Bytes of metadata text at the start of the area. It grows while the
+    /// producer runs: stored (Release) after the text it covers, and loaded
+    /// (Acquire) by readers before they read that text.
     pub metadata_len: u64,
+    /// Bytes of the metadata area (fixed at creation).
+    pub metadata_capacity: u64,
     /// Offset of region 0.
     pub regions_offset: u64,
     /// Bytes between regions.
@@ -239,8 +258,16 @@ pub enum ChannelError {
     /// The header's geometry does not fit the file.
     BadLayout(&'static str),
     /// The metadata is not plausible TSDL text: not UTF-8, or cut or extended
-    /// (see [`check_metadata`]).
+    /// (see [`check_metadata`]), or its length lies outside the metadata area or
+    /// went back.
     BadMetadata(&'static str),
+    /// The metadata area has no room for the text to append.
+    MetadataFull {
+        /// Bytes of the area.
+        capacity: u64,
+        /// Bytes the text would need in all.
+        needed: u64,
+    },
     /// Zero buffers, or more than the limit.
     BufferCount(u32),
     /// The clock cannot be recorded (creating), or the header's is invalid
@@ -257,6 +284,10 @@ impl std::fmt::Display for ChannelError {
             Self::BadHeader(why) => write!(f, "not a ringbuf channel: {why}"),
             Self::BadLayout(why) => write!(f, "inconsistent channel layout: {why}"),
             Self::BadMetadata(why) => write!(f, "invalid trace metadata: {why}"),
+            Self::MetadataFull { capacity, needed } => write!(
+                f,
+                "the channel's metadata area holds {capacity} bytes, {needed} are needed"
+            ),
             Self::BufferCount(n) => write!(f, "{n} buffers (1..={MAX_BUFFERS} allowed)"),
             Self::Clock(e) => write!(f, "{e}"),
         }
@@ -273,6 +304,7 @@ impl std::error::Error for ChannelError {
             Self::BadHeader(_)
             | Self::BadLayout(_)
             | Self::BadMetadata(_)
+            | Self::MetadataFull { .. }
             | Self::BufferCount(_) => None,
         }
     }
@@ -293,8 +325,8 @@ impl From<ConfigError> for ChannelError {
 /// Where the parts of a channel go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelLayout {
-    /// Bytes of metadata.
-    pub metadata_len: u64,
+    /// Bytes of the metadata area (the text, and room for text appended later).
+    pub metadata_capacity: u64,
     /// Offset of the thread-slot table.
     pub threads_offset: u64,
     /// Offset of region 0.
@@ -313,16 +345,36 @@ impl ChannelLayout {
         self.regions_offset + self.region_stride * index as u64
     }
 
-    /// The layout of `buffers` buffers of `config` with `metadata_len` bytes of text.
+    /// The layout of a new channel of `buffers` buffers of `config` whose metadata
+    /// text starts with `metadata_len` bytes: its metadata area keeps room for as
+    /// much text again, and at least [`METADATA_ROOM`] bytes more, within
+    /// [`MAX_METADATA`].
     pub fn new(config: &Config, buffers: u32, metadata_len: u64) -> Result<Self, ChannelError> {
-        if buffers == 0 || buffers > MAX_BUFFERS {
-            return Err(ChannelError::BufferCount(buffers));
-        }
         if metadata_len > MAX_METADATA {
             return Err(ChannelError::BadLayout("metadata too large"));
         }
+        let capacity = metadata_len
+            .saturating_add(metadata_len.max(METADATA_ROOM))
+            .next_multiple_of(PAGE)
+            .min(MAX_METADATA);
+        Self::with_metadata_capacity(config, buffers, capacity)
+    }
+
+    /// The layout of `buffers` buffers of `config` with a metadata area of
+    /// `capacity` bytes (what a channel header records).
+    pub fn with_metadata_capacity(
+        config: &Config,
+        buffers: u32,
+        capacity: u64,
+    ) -> Result<Self, ChannelError> {
+        if buffers == 0 || buffers > MAX_BUFFERS {
+            return Err(ChannelError::BufferCount(buffers));
+        }
+        if capacity > MAX_METADATA {
+            return Err(ChannelError::BadLayout("metadata area too large"));
+        }
         let region_size = Region::<ringbuf_core::SharedWord>::size_for(config)? as u64;
-        let threads_offset = (PAGE + metadata_len).next_multiple_of(PAGE);
+        let threads_offset = (PAGE + capacity).next_multiple_of(PAGE);
         let regions_offset = threads_offset + slots::table_size(buffers);
         let region_stride = region_size.next_multiple_of(PAGE);
         // Checked: a hostile header may ask for 4096 regions of 2^52 bytes each. A
@@ -334,7 +386,7 @@ impl ChannelLayout {
             .and_then(|all| all.checked_add(regions_offset))
             .ok_or(ChannelError::BadLayout("larger than the address space"))?;
         Ok(Self {
-            metadata_len,
+            metadata_capacity: capacity,
             threads_offset,
             regions_offset,
             region_stride,
@@ -380,7 +432,7 @@ pub(crate) fn header_config(
         mode,
         nesting_limit: h.nesting_limit,
     };
-    let layout = ChannelLayout::new(&config, h.buffers, h.metadata_len)?;
+    let layout = ChannelLayout::with_metadata_capacity(&config, h.buffers, h.metadata_capacity)?;
     let expected = (
         PAGE,
         layout.threads_offset,
@@ -399,6 +451,9 @@ pub(crate) fn header_config(
         return Err(ChannelError::BadLayout(
             "offsets differ from the configuration's",
         ));
+    }
+    if h.metadata_len > h.metadata_capacity {
+        return Err(ChannelError::BadLayout("metadata longer than its area"));
     }
     if layout.size > file_len {
         return Err(ChannelError::BadLayout("file shorter than its buffers"));
@@ -427,6 +482,7 @@ pub(crate) fn write_header(
         ready: 0,
         metadata_offset: PAGE,
         metadata_len: metadata.len() as u64,
+        metadata_capacity: layout.metadata_capacity,
         regions_offset: layout.regions_offset,
         region_stride: layout.region_stride,
         region_size: layout.region_size,
@@ -441,6 +497,9 @@ pub(crate) fn write_header(
         clock,
     };
     const _: () = assert!(size_of::<ChannelHeader>() <= PAGE as usize);
+    // `layout` was made for this text (`ChannelLayout::new`); checked, as a wrong
+    // caller would otherwise write past the area.
+    assert!(metadata.len() as u64 <= layout.metadata_capacity);
     // SAFETY: the mapping is `layout.size` bytes (checked by the caller), which holds
     // the header page and the metadata; nobody else uses it yet.
     unsafe {
@@ -461,19 +520,117 @@ pub(crate) fn mark_ready(shm: &Shm) {
     unsafe { std::ptr::write_volatile(shm.as_ptr().add(ready).cast::<u32>(), 1) };
 }
 
-/// Copies the metadata text out of the channel.
-pub(crate) fn read_metadata(shm: &Shm, header: &ChannelHeader) -> Result<String, ChannelError> {
-    let mut bytes = vec![0u8; header.metadata_len as usize];
-    // SAFETY: `header_config` checked that the file holds the metadata; the bytes are
-    // copied before they are checked, so a concurrent rewrite only yields an error.
+/// The metadata length word of a channel whose header was checked (or written by
+/// this process): the producer stores it after the text it covers, readers load
+/// it before reading that text.
+fn metadata_len_word(shm: &Shm) -> &AtomicU64 {
+    const AT: usize = offset_of!(ChannelHeader, metadata_len);
+    const _: () = assert!(AT.is_multiple_of(8));
+    // SAFETY: the mapping starts page-aligned and holds the header page (checked
+    // before any header is trusted), so the word is in it and 8-byte aligned; it
+    // lives as long as `shm`. After creation the word is only accessed atomically
+    // by this crate (header copies read it as part of a plain copy, an aligned
+    // 8-byte load that cannot tear on the 64-bit targets this crate supports).
+    unsafe { AtomicU64::from_ptr(shm.as_ptr().add(AT).cast()) }
+}
+
+/// Serialises [`append_metadata`] calls in this process: two appenders would write
+/// the same bytes.
+static APPENDING: Mutex<()> = Mutex::new(());
+
+/// Appends `text` (whole TSDL declarations, e.g. `event { ... };` blocks) to the
+/// metadata of the channel in `shm`, which this process created: copies it after
+/// the current text, then publishes the new length, so that a reader that loads
+/// the length reads whole text. Refused with nothing written when the area has no
+/// room ([`ChannelError::MetadataFull`]).
+pub fn append_metadata(shm: &Shm, text: &str) -> Result<(), ChannelError> {
+    let _one = APPENDING.lock().unwrap_or_else(|p| p.into_inner());
+    // The header again: its capacity bounds the write, and its layout was checked
+    // against the mapping.
+    let (header, _, _) = read_header(shm)?;
+    let word = metadata_len_word(shm);
+    // Relaxed: only appenders store the length, and they are serialised by
+    // `APPENDING` (whose lock orders the previous store before this load).
+    let len = word.load(Ordering::Relaxed);
+    let needed = len.saturating_add(text.len() as u64);
+    if len > header.metadata_capacity || needed > header.metadata_capacity {
+        return Err(ChannelError::MetadataFull {
+            capacity: header.metadata_capacity,
+            needed,
+        });
+    }
+    // SAFETY: `[len, needed)` lies in the metadata area, which lies in the mapping
+    // (the layout was checked against it); readers read only below the published
+    // length and appenders are serialised, so nobody else accesses these bytes.
     unsafe {
         std::ptr::copy_nonoverlapping(
-            shm.as_ptr().add(header.metadata_offset as usize),
-            bytes.as_mut_ptr(),
-            bytes.len(),
+            text.as_ptr(),
+            shm.as_ptr().add((header.metadata_offset + len) as usize),
+            text.len(),
         )
     };
-    String::from_utf8(bytes).map_err(|_| ChannelError::BadMetadata("not UTF-8"))
+    // Release: the text is written before the length that covers it (pairs with
+    // `MetadataCursor::read`'s Acquire).
+    word.store(needed, Ordering::Release);
+    Ok(())
+}
+
+/// How far a reader has read the metadata of a channel: reads the text appended
+/// since, up to the published length, bounds-checked against the area (which the
+/// checked header copy fixes: a hostile length cannot make it read elsewhere).
+#[derive(Debug)]
+pub(crate) struct MetadataCursor {
+    read: u64,
+}
+
+impl MetadataCursor {
+    /// At the start of the text.
+    pub(crate) fn new() -> Self {
+        Self { read: 0 }
+    }
+
+    /// Copies the text published since the last call (all of it on the first) out
+    /// of the channel; `None` when there is none. A length beyond the area or
+    /// lower than what was read already is an error; so is text that is not
+    /// UTF-8 or, after the first call, not whole declarations (see
+    /// [`check_metadata_update`]). A file truncated under the mapping raises
+    /// SIGBUS: the caller watches it ([`crate::guard`]).
+    pub(crate) fn read(
+        &mut self,
+        shm: &Shm,
+        header: &ChannelHeader,
+    ) -> Result<Option<String>, ChannelError> {
+        // Acquire: pairs with `append_metadata`'s Release: the text up to `len` is
+        // written.
+        let len = metadata_len_word(shm).load(Ordering::Acquire);
+        if len > header.metadata_capacity {
+            return Err(ChannelError::BadMetadata("its length exceeds its area"));
+        }
+        if len < self.read {
+            return Err(ChannelError::BadMetadata("its length went back"));
+        }
+        if len == self.read && self.read > 0 {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; (len - self.read) as usize];
+        // SAFETY: `header_config` checked that the mapping holds the whole area;
+        // `[read, len)` lies in it. The bytes are copied before they are checked,
+        // so a concurrent rewrite only yields an error.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                shm.as_ptr()
+                    .add((header.metadata_offset + self.read) as usize),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            )
+        };
+        let text = String::from_utf8(bytes).map_err(|_| ChannelError::BadMetadata("not UTF-8"))?;
+        if self.read > 0 {
+            check_metadata_update(&text).map_err(ChannelError::BadMetadata)?;
+        }
+        self.read = len;
+        Ok(Some(text))
+    }
 }
 
 /// Checks that `text` is plausibly whole TSDL metadata, so that a CTF channel
@@ -486,6 +643,18 @@ pub fn check_metadata(text: &str) -> Result<(), &'static str> {
     if !text.starts_with("/* CTF 1.8 */") {
         return Err("does not start with /* CTF 1.8 */");
     }
+    check_declarations(text)
+}
+
+/// Checks that `text`, appended to whole metadata, is plausibly whole TSDL
+/// declarations (the rules of [`check_metadata`] but the first line): what a
+/// producer appends while it runs, so that a reader never forwards a cut one.
+pub fn check_metadata_update(text: &str) -> Result<(), &'static str> {
+    check_declarations(text)
+}
+
+/// No control characters, balanced braces, and a last declaration ended by `;`.
+fn check_declarations(text: &str) -> Result<(), &'static str> {
     if text
         .bytes()
         .any(|b| b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r'))

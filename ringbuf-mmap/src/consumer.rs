@@ -11,6 +11,11 @@
 //! On a per-thread channel the consumer also looks after the slot table: reading a
 //! retiring slot to the end frees it for another thread, and [`Consumer::switch_all`]
 //! asks the owners to close their packets instead of closing them itself.
+//!
+//! The metadata may grow while the producer runs (event classes registered after
+//! the start): [`Consumer::metadata`] is the text at attach time, and
+//! [`Consumer::metadata_update`] and each [`ExportedPacket::metadata`] hand out
+//! what was appended since, in order, each piece once.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -23,7 +28,7 @@ use ringbuf_core::{
 };
 
 use crate::backing::Shm;
-use crate::channel::{self, ChannelError, ChannelHeader};
+use crate::channel::{self, ChannelError, ChannelHeader, MetadataCursor};
 use crate::guard;
 use crate::producer::wakeup_path;
 use crate::slots::{SlotLosses, SlotState, SlotTable};
@@ -76,6 +81,12 @@ pub struct ExportedPacket<'a> {
     pub offset: u64,
     /// Its header (`packet_size` bytes are to be moved).
     pub info: ringbuf_core::ctf::PacketInfo,
+    /// Metadata text the producer appended since this consumer last handed some
+    /// out (here or by [`Consumer::metadata_update`]): append it to the
+    /// destination's metadata *before* the packet, which may hold events of the
+    /// classes it declares. Read after the packet was taken, so it covers every
+    /// class the packet uses.
+    pub metadata: Option<String>,
 }
 
 /// Why an export stopped.
@@ -98,6 +109,9 @@ pub enum ExportError {
     },
     /// Moving the bytes failed.
     Io(std::io::Error),
+    /// The metadata appended since the last look is invalid (a corrupt or hostile
+    /// channel): the packets that may use it are not exported.
+    Metadata(ChannelError),
 }
 
 impl std::fmt::Display for ExportError {
@@ -109,6 +123,7 @@ impl std::fmt::Display for ExportError {
                 write!(f, "buffer {buffer}, packet {seq}: {why}")
             }
             Self::Io(e) => write!(f, "export: {e}"),
+            Self::Metadata(e) => write!(f, "{e}"),
         }
     }
 }
@@ -119,6 +134,7 @@ impl std::error::Error for ExportError {
             Self::Consume(e) => Some(e),
             Self::Packet(e) => Some(e),
             Self::Io(e) => Some(e),
+            Self::Metadata(e) => Some(e),
             Self::Inconsistent { .. } => None,
         }
     }
@@ -130,6 +146,8 @@ pub struct Consumer<W: Word, K: Client, T: Clock> {
     buffers: Vec<Buffer<Region<'static, W>, K, T>>,
     header: ChannelHeader,
     metadata: String,
+    /// How far the metadata was read (and handed out).
+    metadata_read: std::sync::Mutex<MetadataCursor>,
     wakeup: Option<Wakeup>,
     /// Set for good once a truncation was seen: the zero pages mapped over the
     /// file's missing ones stay.
@@ -221,7 +239,8 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         if header.format != format {
             return Err(ChannelError::BadHeader("record format differs"));
         }
-        let metadata = channel::read_metadata(&shm, &header)?;
+        let mut metadata_read = MetadataCursor::new();
+        let metadata = metadata_read.read(&shm, &header)?.unwrap_or_default();
         let mut buffers = Vec::with_capacity(header.buffers as usize);
         for index in 0..header.buffers {
             // SAFETY: the mapping is kept in `self` after the buffers (drop order);
@@ -249,6 +268,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
             buffers,
             header,
             metadata,
+            metadata_read: std::sync::Mutex::new(metadata_read),
             wakeup,
             truncated: Default::default(),
             tails: std::sync::Mutex::new(vec![None; header.buffers as usize]),
@@ -257,9 +277,42 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         })
     }
 
-    /// The trace metadata (TSDL) stored by the producer.
+    /// The trace metadata (TSDL) the producer had stored when this consumer
+    /// attached. The producer may append to it later: see
+    /// [`Consumer::metadata_update`].
     pub fn metadata(&self) -> &str {
         &self.metadata
+    }
+
+    /// The metadata text the producer appended since this consumer attached or
+    /// last handed some out (here or with an [`ExportedPacket`]); `None` if none.
+    /// Each piece is handed out once, in order: a consumer that writes a trace
+    /// writes [`Consumer::metadata`] first, then every update as it comes, each
+    /// before the packets exported after it. The text is checked (whole
+    /// declarations; see [`crate::check_metadata_update`]) and its length against
+    /// the channel's metadata area: a corrupt or hostile channel yields
+    /// [`ChannelError::BadMetadata`], a truncated file
+    /// [`ChannelError::BadLayout`].
+    pub fn metadata_update(&self) -> Result<Option<String>, ChannelError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let truncated = ChannelError::BadLayout("the channel file was truncated");
+        // Relaxed: as in `drain`.
+        if self.truncated.load(Relaxed) {
+            return Err(truncated);
+        }
+        let watch = guard::watch(&self.shm);
+        let update = self.read_metadata_update();
+        if watch.truncated() {
+            self.truncated.store(true, Relaxed);
+            return Err(truncated);
+        }
+        update
+    }
+
+    /// [`Consumer::metadata_update`] under the caller's truncation watch.
+    fn read_metadata_update(&self) -> Result<Option<String>, ChannelError> {
+        let mut cursor = self.metadata_read.lock().unwrap_or_else(|p| p.into_inner());
+        cursor.read(&self.shm, &self.header)
     }
 
     /// The clock of the channel's timestamps, as its header records it.
@@ -518,15 +571,22 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
                         Err(ExportError::Consume(ConsumeError::Truncated))
                     }
                     Ok(info) => match StreamTail::check(*tail, seq, &info) {
-                        Ok(next) => export(ExportedPacket {
-                            file: self.shm.file(),
-                            offset: self
-                                .subbuf_offset(index, sub.phys())
-                                .expect("index checked"),
-                            info,
-                        })
-                        .map(|()| *tail = Some(next))
-                        .map_err(ExportError::Io),
+                        // The metadata after the get: a class the packet uses was
+                        // published before its id, so before the event, whose
+                        // commit the get acquired.
+                        Ok(next) => match self.read_metadata_update() {
+                            Ok(metadata) => export(ExportedPacket {
+                                file: self.shm.file(),
+                                offset: self
+                                    .subbuf_offset(index, sub.phys())
+                                    .expect("index checked"),
+                                info,
+                                metadata,
+                            })
+                            .map(|()| *tail = Some(next))
+                            .map_err(ExportError::Io),
+                            Err(e) => Err(ExportError::Metadata(e)),
+                        },
                         Err(why) => Err(ExportError::Inconsistent {
                             buffer: index,
                             seq,

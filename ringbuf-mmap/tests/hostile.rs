@@ -199,6 +199,7 @@ fn channel_kind(e: &ChannelError) -> String {
         ChannelError::BadHeader(why) => format!("BadHeader({why})"),
         ChannelError::BadLayout(why) => format!("BadLayout({why})"),
         ChannelError::BadMetadata(_) => "BadMetadata".into(),
+        ChannelError::MetadataFull { .. } => "MetadataFull".into(),
         ChannelError::BufferCount(_) => "BufferCount".into(),
         ChannelError::Clock(c) => format!("Clock/{}", variant(format!("{c:?}"))),
     }
@@ -1372,7 +1373,17 @@ fn targeted(mode: Mode) {
     f.refused(
         "metadata length",
         set64(offset_of!(ChannelHeader, metadata_len), 65 << 20),
-        bad_layout("metadata too large"),
+        bad_layout("metadata longer than its area"),
+    );
+    f.refused(
+        "metadata capacity",
+        set64(offset_of!(ChannelHeader, metadata_capacity), 65 << 20),
+        bad_layout("metadata area too large"),
+    );
+    f.refused(
+        "metadata capacity below the length",
+        set64(offset_of!(ChannelHeader, metadata_capacity), 0),
+        bad_layout("offsets differ from the configuration's"),
     );
     f.refused(
         "metadata bytes",

@@ -14,6 +14,12 @@
 //! missed); the trace directory goes on. A trace directory that fails stops the
 //! loop.
 //!
+//! The metadata grows while the producer runs (event classes registered after the
+//! start): the loop hands every piece the consumer gives out to every output
+//! ([`Outputs::forward_metadata`]): with each packet whose export brought one
+//! (before the packet, which may use its classes), on every pass, and after the
+//! last export, so the finished trace declares every class.
+//!
 //! **Live viewers of a relayd** merge streams by time and show nothing past the
 //! time every stream has reached, so a stream that has no packet, or none for a
 //! while, holds them back. While a live relayd session is connected, the loop
@@ -29,7 +35,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use ringbuf_core::{Client, Clock, Switch, Word};
-use ringbuf_mmap::{Consumer, ExportError};
+use ringbuf_mmap::{ChannelError, Consumer, ExportError};
 
 use crate::export::Splicer;
 use crate::relayd::Relayd;
@@ -91,6 +97,30 @@ impl Outputs {
     fn live_relayd(&self) -> bool {
         self.relayd.as_ref().is_some_and(Relayd::is_live)
     }
+
+    /// Appends metadata text the producer added to every output, before any
+    /// packet exported after it (which may use its classes). A relayd that fails
+    /// here is dropped like one that fails on a packet.
+    pub fn forward_metadata(&mut self, text: &str) -> Result<(), TraceError> {
+        if let Some(relayd) = &mut self.relayd {
+            relayd.append_metadata(text);
+        }
+        match &mut self.trace {
+            Some(trace) => trace.append_metadata(text),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Outputs::forward_metadata`] of what `consumer` has now, if anything.
+    pub fn forward_metadata_update<W: Word, K: Client, T: Clock>(
+        &mut self,
+        consumer: &Consumer<W, K, T>,
+    ) -> Result<(), LoopError> {
+        match consumer.metadata_update().map_err(LoopError::Metadata)? {
+            Some(text) => self.forward_metadata(&text).map_err(LoopError::Trace),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Why the loop stopped early.
@@ -100,6 +130,9 @@ pub enum LoopError {
     Export(ExportError),
     /// The trace directory failed.
     Trace(TraceError),
+    /// The metadata the producer appended is invalid (a corrupt or hostile
+    /// channel).
+    Metadata(ChannelError),
 }
 
 impl std::fmt::Display for LoopError {
@@ -107,6 +140,7 @@ impl std::fmt::Display for LoopError {
         match self {
             Self::Export(e) => write!(f, "{e}"),
             Self::Trace(e) => write!(f, "{e}"),
+            Self::Metadata(e) => write!(f, "{e}"),
         }
     }
 }
@@ -134,19 +168,17 @@ pub(crate) fn export_each<W: Word, K: Client, T: Clock>(
     stats: &mut ExportStats,
     snapshot: bool,
 ) -> Result<(), LoopError> {
-    let Outputs { trace, relayd } = outputs;
     for cpu in 0..consumer.buffer_count() {
-        let file: Option<&std::fs::File> = match trace {
-            Some(trace) => Some(
-                trace
-                    .stream(cpu)
-                    .map_err(|e| LoopError::Trace(TraceError::Io(e)))?,
-            ),
-            None => None,
-        };
         let mut one = |packet: ringbuf_mmap::ExportedPacket<'_>| {
+            if let Some(text) = &packet.metadata {
+                outputs.forward_metadata(text).map_err(|e| {
+                    std::io::Error::other(format!("appending to the trace's metadata: {e}"))
+                })?;
+            }
+            let Outputs { trace, relayd } = &mut *outputs;
             let len = packet.info.packet_size as usize;
-            if let Some(file) = file {
+            if let Some(trace) = trace {
+                let file = trace.stream(cpu)?;
                 splicer.export(consumer.shm(), packet.offset, len, file.as_fd())?;
             }
             if let Some(relayd) = relayd.as_mut() {
@@ -188,10 +220,13 @@ pub fn run<W: Word, K: Client, T: Clock>(
     loop {
         let stopping = stop();
         export_all(consumer, outputs, &mut splicer, &mut stats)?;
+        outputs.forward_metadata_update(consumer)?;
         if stopping {
             // The producer may still hold an open packet: close it and take it.
             consumer.switch_all(Switch::Active);
             export_all(consumer, outputs, &mut splicer, &mut stats)?;
+            // Classes no exported packet used are declared too.
+            outputs.forward_metadata_update(consumer)?;
             if let Some(relayd) = &mut outputs.relayd {
                 relayd.finish();
             }

@@ -10,6 +10,8 @@
 //! * [`relayd`]: streaming to an unmodified `lttng-relayd`, which writes the
 //!   trace and serves live viewers;
 //! * [`snapshot`]: flight-recorder snapshots while writers run;
+//! * `tracing` (feature `tracing`): a `tracing-subscriber` Layer that records a
+//!   program instrumented with `tracing` into the running session;
 //! * the `ringbuf` CLI (`src/main.rs`).
 
 pub mod export;
@@ -18,12 +20,17 @@ pub mod relayd;
 pub mod session;
 pub mod snapshot;
 mod trace_dir;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 pub use trace_dir::{TraceDir, TraceError};
 
-pub use ringbuf_core::ctf::{EmitError, Event, Field};
+pub use ringbuf_core::ctf::{EmitError, Event, Field, FieldType};
 pub use ringbuf_core::Mode;
-pub use session::{Builder, Counters, Current, CurrentInHandler, Session, SessionError};
+pub use session::{
+    Builder, Class, ClassSpec, Counters, Current, CurrentInHandler, RegisterError, Session,
+    SessionError,
+};
 
 /// Declares typed event classes that a [`Session`] records.
 ///

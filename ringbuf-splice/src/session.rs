@@ -41,16 +41,54 @@
 //! lock or counter on the event path tells when it is done. Such a probe's event
 //! lands in a buffer nobody reads any more; every probe that starts after
 //! `finish` gets [`EmitError::NoSession`].
+//!
+//! # Classes added while the session runs
+//!
+//! Front ends that learn their event classes as the program runs (the `tracing`
+//! Layer: one class per callsite) describe each with a [`ClassSpec`] and register
+//! it with [`Current::register`] (or [`Session::register`]), which checks it as
+//! `start` checks the declared ones, gives it an id and appends its declaration to
+//! the metadata before it returns the [`Class`]: an event of the class can only be
+//! written after its metadata is where every reader gets it (the channel, from
+//! which the session's exporter and `ringbuf consume` append it to their traces
+//! before the packets that may use it).
+//!
+//! ```
+//! use ringbuf_splice::session::{ClassSpec, Current};
+//! use ringbuf_splice::{Field, FieldType};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("ringbuf-class-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let session = ringbuf_splice::Session::builder().output(&dir).start()?;
+//! let class = Current.register(&ClassSpec {
+//!     name: "http:request",
+//!     fields: &[("status", FieldType::U16), ("path", FieldType::String)],
+//!     log_level: Some(6), // info
+//! })?;
+//! // The payload is the fields, encoded as `Field` encodes them, in order.
+//! let (status, path) = (200u16, "/index.html");
+//! class.emit(status.size() + path.size(), |out| {
+//!     let at = status.encode(out);
+//!     path.encode(&mut out[at..]);
+//! })?;
+//! session.finish()?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringbuf_core::ctf::{
-    write_metadata, BufferSink, Ctf, EmitError, EnvValue, Event, EventId, EventSchema, FieldDef,
-    FieldType, MetadataError, Sink, TraceDescription,
+    fill_reservation, write_metadata, ClockDescription, Ctf, EmitError, EnvValue, Event, EventId,
+    EventSchema, FieldDef, FieldType, MetadataError, Sink, TraceDescription, PADDING_EMPTY_ID,
+    PADDING_ID,
 };
 use ringbuf_core::{Client, Clock, Config, ConfigError, Mode, Stats, Switch, Word};
 use ringbuf_mmap::clock::TraceClock;
@@ -150,6 +188,271 @@ impl std::error::Error for SessionError {
             Self::RelaydConnect(e) | Self::RelaydLost { error: e, .. } => Some(e),
             _ => None,
         }
+    }
+}
+
+/// The largest TSDL `loglevel` (LTTng's levels: 0 emergency, 1 alert, 2 critical,
+/// 3 error, 4 warning, 5 notice, 6 info, 7 to 13 debug levels, 14 debug).
+pub const MAX_LOG_LEVEL: u8 = 14;
+
+/// An event class described while the session runs, for [`Current::register`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClassSpec<'a> {
+    /// The class name: printable ASCII without `"` or `\`, unique in the session.
+    pub name: &'a str,
+    /// The fields, in the order their values are encoded: TSDL identifiers, under
+    /// the rules of the declared classes (see [`MetadataError`]).
+    pub fields: &'a [(&'a str, FieldType)],
+    /// The TSDL `loglevel` of the class (babeltrace2 shows it), at most
+    /// [`MAX_LOG_LEVEL`]; `None` for none.
+    pub log_level: Option<u8>,
+}
+
+/// An event class registered with the running session ([`Current::register`]):
+/// write its events with [`Class::emit`]. It belongs to the session that
+/// registered it: in another one its events are [`EmitError::Undeclared`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Class {
+    session: u64,
+    id: u32,
+    name: &'static str,
+}
+
+impl Class {
+    /// Its id in the session's metadata.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Its name in the session's metadata.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The number of the session that registered it (see
+    /// [`Current::session_id`]).
+    pub fn session_id(&self) -> u64 {
+        self.session
+    }
+
+    /// Writes one event of the class into the running session: `fill` writes
+    /// exactly `len` bytes, the fields encoded in the class's order as
+    /// [`Field`](crate::Field) encodes them (the metadata describes them so).
+    /// [`EmitError::NoSession`] if no session runs, [`EmitError::Undeclared`] if
+    /// the running session is not the one that registered the class.
+    #[inline]
+    pub fn emit(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), EmitError> {
+        self.shared()?.emit_id(false, self.id, len, fill)
+    }
+
+    /// [`Class::emit`] from a signal handler (see [`CurrentInHandler`]).
+    #[inline]
+    pub fn emit_in_handler(
+        &self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EmitError> {
+        self.shared()?.emit_id(true, self.id, len, fill)
+    }
+
+    /// The running session, if it is the one that registered the class.
+    #[inline(always)]
+    fn shared(&self) -> Result<&'static Shared, EmitError> {
+        let shared = current()?;
+        if shared.id != self.session {
+            return Err(EmitError::Undeclared { event: self.name });
+        }
+        Ok(shared)
+    }
+}
+
+/// Why a class could not be registered ([`Current::register`]).
+#[derive(Debug)]
+pub enum RegisterError {
+    /// No session is running.
+    NoSession,
+    /// The class is invalid, or its name is taken
+    /// ([`MetadataError::DuplicateEvent`]): the error names the class and field,
+    /// under the rules of the classes declared at start.
+    Metadata(MetadataError),
+    /// The log level is above [`MAX_LOG_LEVEL`].
+    LogLevel {
+        /// The class.
+        class: String,
+        /// Its level.
+        level: u8,
+    },
+    /// The channel refused the metadata text (its metadata area is full:
+    /// [`ChannelError::MetadataFull`]).
+    Channel(ChannelError),
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSession => f.write_str("no trace session is running"),
+            Self::Metadata(e) => write!(f, "{e}"),
+            Self::LogLevel { class, level } => write!(
+                f,
+                "event `{class}`: log level {level} is above {MAX_LOG_LEVEL}"
+            ),
+            Self::Channel(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Metadata(e) => Some(e),
+            Self::Channel(e) => Some(e),
+            Self::NoSession | Self::LogLevel { .. } => None,
+        }
+    }
+}
+
+/// The event classes of a running session, and what registering one more needs.
+struct Registry {
+    /// Every class's name, those declared at start included.
+    names: HashSet<&'static str>,
+    /// The next id to give.
+    next_id: u32,
+    /// What a class is checked and written against: the session's clock and
+    /// event context (only they constrain a class), no class.
+    clock: ClockDescription<'static>,
+    /// The metadata of `clock` and no class: a class's declaration is what
+    /// `write_metadata` writes after it.
+    base: String,
+    /// Names and field lists, leaked once each: schemas and the names in
+    /// [`MetadataError`]s are `'static`, and a class lives as long as the
+    /// process's sessions (whose memory is never freed).
+    strings: HashSet<&'static str>,
+    fields: HashMap<String, &'static [FieldDef]>,
+}
+
+/// The id after `id`, skipping those of the padding events.
+fn next_id(id: u32) -> u32 {
+    let mut next = id.saturating_add(1);
+    while matches!(next, PADDING_ID | PADDING_EMPTY_ID) {
+        next += 1;
+    }
+    next
+}
+
+impl Registry {
+    fn new(clock: ClockDescription<'static>) -> Result<Self, MetadataError> {
+        let mut base = String::new();
+        write_metadata(&mut base, &Self::description(clock, &[]))?;
+        Ok(Self {
+            names: HashSet::new(),
+            next_id: 0,
+            clock,
+            base,
+            strings: HashSet::new(),
+            fields: HashMap::new(),
+        })
+    }
+
+    fn description<'a>(
+        clock: ClockDescription<'static>,
+        events: &'a [EventSchema],
+    ) -> TraceDescription<'a> {
+        TraceDescription {
+            uuid: [0; 16],
+            clock,
+            events,
+            tracer_name: "ringbuf",
+            env: &[],
+            event_context: EVENT_CONTEXT,
+        }
+    }
+
+    /// An id for a class declared at start, whose name `start` checked.
+    fn declare(&mut self, name: &'static str) -> u32 {
+        let id = self.next_id;
+        self.next_id = next_id(id);
+        self.names.insert(name);
+        id
+    }
+
+    fn intern(&mut self, s: &str) -> &'static str {
+        match self.strings.get(s) {
+            Some(interned) => interned,
+            None => {
+                let leaked: &'static str = Box::leak(s.into());
+                self.strings.insert(leaked);
+                leaked
+            }
+        }
+    }
+
+    fn intern_fields(&mut self, fields: &[(&str, FieldType)]) -> &'static [FieldDef] {
+        let key = format!("{fields:?}");
+        if let Some(interned) = self.fields.get(&key) {
+            return interned;
+        }
+        let defs: Vec<FieldDef> = fields
+            .iter()
+            .map(|&(name, ty)| FieldDef {
+                name: self.intern(name),
+                ty,
+            })
+            .collect();
+        let leaked: &'static [FieldDef] = defs.leak();
+        self.fields.insert(key, leaked);
+        leaked
+    }
+
+    /// Checks `spec` (as `start` checks the declared classes) and gives it the
+    /// next id: its schema and the TSDL text that declares it. Nothing changes
+    /// until [`Registry::commit`].
+    fn prepare(&mut self, spec: &ClassSpec<'_>) -> Result<(EventSchema, String), RegisterError> {
+        let name = self.intern(spec.name);
+        if let Some(level) = spec.log_level.filter(|&l| l > MAX_LOG_LEVEL) {
+            return Err(RegisterError::LogLevel {
+                class: name.to_owned(),
+                level,
+            });
+        }
+        if self.names.contains(name) {
+            return Err(RegisterError::Metadata(MetadataError::DuplicateEvent {
+                event: name,
+            }));
+        }
+        let schema = EventSchema {
+            id: self.next_id,
+            name,
+            fields: self.intern_fields(spec.fields),
+        };
+        let mut text = String::new();
+        write_metadata(&mut text, &Self::description(self.clock, &[schema]))
+            .map_err(RegisterError::Metadata)?;
+        // The declaration is what follows the text of no class; the log level
+        // goes after its `stream_id` line.
+        let declaration = text
+            .strip_prefix(self.base.as_str())
+            .ok_or(RegisterError::Metadata(MetadataError::Fmt))?;
+        let mut out = String::with_capacity(declaration.len() + 24);
+        match spec.log_level {
+            Some(level) => {
+                const AFTER: &str = "    stream_id = 0;\n";
+                let at = declaration
+                    .find(AFTER)
+                    .ok_or(RegisterError::Metadata(MetadataError::Fmt))?
+                    + AFTER.len();
+                out.push_str(&declaration[..at]);
+                out.push_str(&format!("    loglevel = {level};\n"));
+                out.push_str(&declaration[at..]);
+            }
+            None => out.push_str(declaration),
+        }
+        Ok((schema, out))
+    }
+
+    /// Records the class `prepare` described, once its text is in the metadata.
+    fn commit(&mut self, schema: &EventSchema) {
+        self.names.insert(schema.name);
+        self.next_id = next_id(schema.id);
     }
 }
 
@@ -349,12 +652,20 @@ enum Channel {
 /// What the running session writes into.
 struct Shared {
     channel: Channel,
+    /// This session's number in the process (see [`Current::session_id`]).
+    id: u64,
+    /// Its classes; registering one more.
+    registry: Mutex<Registry>,
+    /// Events of classes a front end could not register
+    /// ([`Current::count_lost_no_class`]).
+    lost_no_class: AtomicU64,
 }
 
+/// The next session's number, so that a [`Class`] knows its own.
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
 impl Shared {
-    /// Writes one event with the calling thread's id as its context. `in_handler`:
-    /// the caller may be a signal handler, so a per-thread channel must not
-    /// register the thread (registration is not async-signal-safe).
+    /// Writes one event of class `E` (see [`Shared::emit_id`]).
     #[inline(always)]
     fn emit<E: Event>(
         &self,
@@ -362,12 +673,30 @@ impl Shared {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), EmitError> {
+        let Some(id) = E::id().get() else {
+            return Err(EmitError::Undeclared { event: E::NAME });
+        };
+        self.emit_id(in_handler, id, len, fill)
+    }
+
+    /// Writes one event of class `id` with the calling thread's id as its
+    /// context. `in_handler`: the caller may be a signal handler, so a per-thread
+    /// channel must not register the thread (registration is not
+    /// async-signal-safe).
+    #[inline(always)]
+    fn emit_id(
+        &self,
+        in_handler: bool,
+        id: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EmitError> {
         let tid = current_tid().to_le_bytes();
+        // Saturating: an impossible size is refused (and counted) as too big.
+        let total = EVENT_CONTEXT_BYTES.saturating_add(len);
         match &self.channel {
             Channel::PerCpu(c) => with_nesting(|nest| {
-                BufferSink::new(c.current(), nest)
-                    .with_context(tid)
-                    .emit::<E>(len, fill)
+                fill_reservation(c.current().reserve(nest, id, total), &tid, len, fill)
             }),
             Channel::PerThread(c) => {
                 let writer = if in_handler {
@@ -377,9 +706,30 @@ impl Shared {
                 };
                 // The channel counts what it refused (`SlotLosses`).
                 let writer = writer.map_err(|_: SlotError| EmitError::NoBuffer)?;
-                writer.emit::<E, EVENT_CONTEXT_BYTES>(tid, len, fill)
+                with_nesting(|nest| {
+                    fill_reservation(writer.reserve(nest, id, total), &tid, len, fill)
+                })
             }
         }
+    }
+
+    /// Registers a class (see [`Current::register`]).
+    fn register(&self, spec: &ClassSpec<'_>) -> Result<Class, RegisterError> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let (schema, text) = registry.prepare(spec)?;
+        let shm = match &self.channel {
+            Channel::PerCpu(c) => c.shm(),
+            Channel::PerThread(c) => c.shm(),
+        };
+        // The metadata first: the id is given out (and so usable) only once every
+        // reader can get the class's declaration.
+        ringbuf_mmap::append_metadata(shm, &text).map_err(RegisterError::Channel)?;
+        registry.commit(&schema);
+        Ok(Class {
+            session: self.id,
+            id: schema.id,
+            name: schema.name,
+        })
     }
 
     fn stats(&self) -> Vec<Stats> {
@@ -437,9 +787,47 @@ fn current() -> Result<&'static Shared, EmitError> {
     unsafe { shared.as_ref() }.ok_or(EmitError::NoSession)
 }
 
-/// The [`Sink`] of the running session: what `Event::emit` writes into.
+/// The [`Sink`] of the running session: what `Event::emit` writes into. It also
+/// registers classes with the running session, for front ends that describe them
+/// at run time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Current;
+
+impl Current {
+    /// Whether a session is running (one load).
+    #[inline]
+    pub fn is_running(&self) -> bool {
+        current().is_ok()
+    }
+
+    /// The running session's number in this process (sessions are numbered from
+    /// 1 and never reuse a number), e.g. for a front end that keeps state per
+    /// session; `None` if none runs.
+    #[inline]
+    pub fn session_id(&self) -> Option<u64> {
+        current().ok().map(|s| s.id)
+    }
+
+    /// Registers an event class with the running session (see the module
+    /// documentation): checks it as `start` checks the declared classes, gives it
+    /// the next id and appends its declaration to the metadata, then returns it.
+    /// Registering is not for signal handlers (it locks and allocates).
+    pub fn register(&self, spec: &ClassSpec<'_>) -> Result<Class, RegisterError> {
+        current()
+            .map_err(|_| RegisterError::NoSession)?
+            .register(spec)
+    }
+
+    /// Counts one event that a front end dropped because the running session
+    /// could not register its class ([`Counters::lost_no_class`]); nothing if
+    /// no session runs.
+    pub fn count_lost_no_class(&self) {
+        if let Ok(shared) = current() {
+            // Relaxed: a counter read at the end (after `finish` joined).
+            shared.lost_no_class.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Sink for Current {
     #[inline(always)]
@@ -484,6 +872,10 @@ pub struct Counters {
     /// Per-thread buffers: events emitted from a signal handler before their
     /// thread's first ordinary event (or after its exit began).
     pub lost_unregistered: u64,
+    /// Events a front end dropped because the session could not register their
+    /// class (e.g. the metadata area was full; see
+    /// [`Current::count_lost_no_class`]).
+    pub lost_no_class: u64,
     /// Packets exported into the trace.
     pub packets: u64,
     /// Bytes exported into the trace.
@@ -503,6 +895,7 @@ impl Counters {
             + self.lost_nested
             + self.lost_no_slot
             + self.lost_unregistered
+            + self.lost_no_class
     }
 
     fn add(&mut self, s: &Stats) {
@@ -579,12 +972,16 @@ impl Session {
         let config = Config::new(b.subbuf_size, b.subbuf_count, b.mode);
         config.validate().map_err(SessionError::Config)?;
         let clock = TraceClock::best();
+        // Described once: the monotonic clock's offset is measured at each call.
+        let clock_description = clock.describe();
         let uuid = new_uuid();
         let process = Process::current();
-        let schemas: Vec<EventSchema> = (0u32..)
-            .zip(&b.events)
-            .map(|(id, e)| EventSchema {
-                id,
+        let mut registry = Registry::new(clock_description).map_err(SessionError::Metadata)?;
+        let schemas: Vec<EventSchema> = b
+            .events
+            .iter()
+            .map(|e| EventSchema {
+                id: registry.declare(e.name),
                 name: e.name,
                 fields: e.fields,
             })
@@ -601,7 +998,7 @@ impl Session {
             &mut metadata,
             &TraceDescription {
                 uuid,
-                clock: clock.describe(),
+                clock: clock_description,
                 events: &schemas,
                 tracer_name: "ringbuf",
                 env: &env,
@@ -623,7 +1020,7 @@ impl Session {
             buffers: b.thread_slots.unwrap_or_else(possible_cpus),
             format: CTF_FORMAT,
             prefault: true,
-            clock: clock.describe(),
+            clock: clock_description,
         };
         let client = |cpu| Ctf::new(uuid, cpu).with_event_context(EVENT_CONTEXT_BYTES);
         let channel = match b.thread_slots {
@@ -672,7 +1069,13 @@ impl Session {
         };
 
         // The channel is ready: publish it. Only one session at a time.
-        let shared = Box::into_raw(Box::new(Shared { channel }));
+        let shared = Box::into_raw(Box::new(Shared {
+            channel,
+            // Relaxed: only uniqueness matters.
+            id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
+            registry: Mutex::new(registry),
+            lost_no_class: AtomicU64::new(0),
+        }));
         // Release: a probe that loads the pointer sees the channel initialised.
         // (Relaxed on failure: nothing to see; the value is only compared.)
         let published = CURRENT.compare_exchange(
@@ -689,8 +1092,8 @@ impl Session {
         }
         // SAFETY: published, so never freed from now on (see the module docs).
         let shared: &'static Shared = unsafe { &*shared };
-        for (id, e) in (0u32..).zip(&b.events) {
-            e.id.set(id);
+        for (e, schema) in b.events.iter().zip(&schemas) {
+            e.id.set(schema.id);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let options = LoopOptions {
@@ -740,7 +1143,15 @@ impl Session {
             counters.lost_no_slot = slots.no_slot;
             counters.lost_unregistered = slots.unregistered;
         }
+        // Relaxed: a counter; `finish` reads it after joining the exporter.
+        counters.lost_no_class = self.shared.lost_no_class.load(Ordering::Relaxed);
         counters
+    }
+
+    /// Registers an event class with this session (see [`Current::register`],
+    /// which registers with whichever session runs).
+    pub fn register(&self, spec: &ClassSpec<'_>) -> Result<Class, RegisterError> {
+        self.shared.register(spec)
     }
 
     /// Stops recording: no probe started after this writes into the session; every

@@ -29,12 +29,9 @@ pub fn snapshot_to_dir<W: Word, K: Client, T: Clock>(
     let mut splicer = Splicer::new(subbuf_size).map_err(|e| LoopError::Trace(TraceError::Io(e)))?;
     let mut stats = ExportStats::default();
     consumer.switch_all(Switch::Active);
-    export_each(
-        consumer,
-        &mut Outputs::trace(trace),
-        &mut splicer,
-        &mut stats,
-        true,
-    )?;
+    let mut outputs = Outputs::trace(trace);
+    export_each(consumer, &mut outputs, &mut splicer, &mut stats, true)?;
+    // Classes registered since attaching that no exported packet used.
+    outputs.forward_metadata_update(consumer)?;
     Ok(stats)
 }

@@ -73,6 +73,18 @@ impl TraceDir {
         })
     }
 
+    /// Appends `text` (whole TSDL declarations, e.g. event classes registered
+    /// while the producer runs) to `metadata`: CTF lets a class be declared after
+    /// others, and readers read the whole file when they open the trace.
+    pub fn append_metadata(&mut self, text: &str) -> Result<(), TraceError> {
+        use std::io::Write;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(self.path.join("metadata"))?;
+        file.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
     /// Stream `cpu`'s file, created on first use (`stream_<cpu>`).
     pub fn stream(&mut self, cpu: u32) -> io::Result<&mut File> {
         let index = cpu as usize;

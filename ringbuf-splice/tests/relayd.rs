@@ -353,6 +353,58 @@ fn a_relayd_trace_holds_exactly_the_committed_events_and_counts_every_loss() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn classes_appended_while_streaming_reach_the_relayd_before_their_events() {
+    use ringbuf_core::ctf::{EventSchema, FieldDef, FieldType, Value};
+    static FIELDS: [FieldDef; 1] = [FieldDef {
+        name: "n",
+        ty: FieldType::U64,
+    }];
+    let dir = temp_dir("relayd-classes");
+    let Some(relayd) = RelaydProcess::start(&dir) else {
+        return;
+    };
+    let (channel, consumer) = channel(1);
+    let address: RelaydAddress = relayd.url().parse().unwrap();
+    let options = RelaydOptions::new("classes", None);
+    let client = Relayd::connect(&address, &options, consumer.metadata(), 1).unwrap();
+    let mut outputs = Outputs {
+        trace: None,
+        relayd: Some(client),
+    };
+    let (mut splicer, mut stats) = (Splicer::new(4096).unwrap(), ExportStats::default());
+    // Ids past those of NUMBERED; each class declared on its own, then used.
+    for i in 0..3u32 {
+        let schema = EventSchema {
+            id: 100 + i,
+            name: ["added 0", "added 1", "added 2"][i as usize],
+            fields: &FIELDS,
+        };
+        let declaration = format!(
+            "\nevent {{\n    name = \"{}\";\n    id = {};\n    stream_id = 0;\n    \
+             fields := struct {{\n        uint64_t n;\n    }};\n}};\n",
+            schema.name, schema.id
+        );
+        ringbuf_mmap::append_metadata(channel.shm(), &declaration).unwrap();
+        channel
+            .write_event(&schema, &[Value::U64(u64::from(i))])
+            .unwrap();
+        channel.switch_all(Switch::Active).unwrap();
+        export_all(&consumer, &mut outputs, &mut splicer, &mut stats).unwrap();
+    }
+    assert_eq!(stats.packets, 3);
+    let mut client = outputs.relayd.take().unwrap();
+    client.finish();
+    assert!(client.failure().is_none(), "{:?}", client.failure());
+    let trace = relayd.trace();
+    let metadata = std::fs::read_to_string(trace.join("metadata")).unwrap();
+    assert_eq!(metadata.matches("name = \"added ").count(), 3);
+    if let Some(read) = babeltrace_counts(&trace) {
+        assert_eq!(read.events, 3);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The `attempted A events, committed C, lost L` line of a record summary.
 fn counts(stdout: &str) -> (u64, u64, u64) {
     let line = stdout

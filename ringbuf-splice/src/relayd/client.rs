@@ -495,6 +495,19 @@ impl Relayd {
         }
     }
 
+    /// Appends `text` to the relayd's metadata stream (event classes registered
+    /// while the producer runs), before the packets that use them. A failure ends
+    /// the session, as for a packet.
+    pub fn append_metadata(&mut self, text: &str) {
+        if self.link.is_none() {
+            return;
+        }
+        let message = wire::send_metadata(self.metadata, text);
+        if let Err(e) = self.send_control(Command::SendMetadata, &message) {
+            self.fail(e);
+        }
+    }
+
     /// Records the first failure and closes the connections.
     fn fail(&mut self, error: RelaydError) {
         self.failure.get_or_insert(error);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod numbered;
+pub mod text;
 
 /// A fresh directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
