@@ -880,6 +880,12 @@ pub struct Counters {
     pub packets: u64,
     /// Bytes exported into the trace.
     pub bytes: u64,
+    /// Set by [`Session::finish`]: bytes written into the buffers (packet headers
+    /// and padding included) that the trace did not get. Per-thread buffers of
+    /// threads still running when the session finished: a thread closes its open
+    /// packet only at its next event or its exit, which may come after the
+    /// export ended (join such threads before `finish`). Zero otherwise.
+    pub bytes_unexported: u64,
     /// Packets the relayd acknowledged ([`Builder::relayd`]).
     pub relayd_packets_sent: u64,
     /// Packets the relayd did not get (its connection was lost).
@@ -1187,6 +1193,13 @@ impl Session {
         counters = self.counters();
         counters.packets = exported.packets;
         counters.bytes = exported.bytes;
+        // Wrapping: the positions are words of shared memory (design §6).
+        counters.bytes_unexported = self
+            .shared
+            .stats()
+            .iter()
+            .map(|s| s.write.saturating_sub(s.consumed))
+            .fold(0u64, u64::wrapping_add);
         if let Some(path) = self.shared.path() {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_file(ringbuf_mmap::wakeup_path(path));

@@ -137,6 +137,7 @@ fn round_trip(builder: ringbuf_splice::Builder, name: &str) {
     );
     let counters = session.finish().unwrap();
     assert_eq!(counters.events_lost(), 0, "{counters:?}");
+    assert_eq!(counters.bytes_unexported, 0, "{counters:?}");
     assert!(counters.packets > 0);
     // After finish, probes are refused, not lost silently.
     assert_eq!(Numbered::emit(0, 0), Err(EmitError::NoSession));
@@ -286,5 +287,34 @@ fn hundreds_of_short_lived_threads_share_a_few_per_thread_slots_with_exact_accou
     let read = text.lines().filter(|l| l.contains("Numbered:")).count() as u64;
     assert_eq!(read + refused, u64::from(THREADS) * EACH, "{counters:?}");
     assert!(read > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_thread_still_running_at_finish_is_counted_not_lost_silently() {
+    let _turn = turn();
+    let dir = temp_dir("session-unexported");
+    let out = dir.join("trace");
+    let session = Session::builder()
+        .per_thread(4)
+        .event::<Numbered>()
+        .live_period(None)
+        .output(&out)
+        .start()
+        .unwrap();
+    let (written, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let (tx, rx) = written;
+    let (resume, wait) = go_on;
+    // A thread that writes, then idles past the session's end.
+    let idle = std::thread::spawn(move || {
+        Numbered::emit(1, 1).unwrap();
+        tx.send(()).unwrap();
+        wait.recv().unwrap();
+    });
+    rx.recv().unwrap();
+    let counters = session.finish().unwrap();
+    assert!(counters.bytes_unexported > 0, "{counters:?}");
+    resume.send(()).unwrap();
+    idle.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
