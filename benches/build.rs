@@ -43,6 +43,11 @@ fn main() {
             println!("cargo::rustc-link-lib=dylib={lib}");
         }
     }
+    // The provider's tracepoints are found through `__start___tracepoints_ptrs` /
+    // `__stop___tracepoints_ptrs`, weak references that lld (rustc's linker on
+    // x86_64 Linux) does not count as uses under --gc-sections: the section would be
+    // dropped and the tracepoint never enabled. Keep sections so referenced.
+    println!("cargo::rustc-link-arg-benches=-Wl,-z,nostart-stop-gc");
     println!("cargo::rustc-cfg=has_lttng_ust");
 }
 
