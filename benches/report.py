@@ -228,6 +228,65 @@ def tracing_layer(r):
     return table(header, rows)
 
 
+VS_LTTNG = "vs_lttng_u64_u32"
+# The rows of the vs_lttng bench, in its order (a new row: one more name here).
+VS_LTTNG_ROWS = ["floor_bare", "floor", "ringbuf_percpu", "ringbuf_perthread", "lttng_ust",
+                 "lttng_ust_disabled"]
+
+
+def vs_lttng(r):
+    """ns per thread-event (ratio to floor_bare) at 1 and 2 threads, and the
+    aggregate speed-up from 1 to 2 threads (2 * t1 / t2)."""
+    g = VS_LTTNG
+    header = ["system", "1 thread: ns/event (/ floor_bare)",
+              "2 threads: ns/thread-event (/ floor_bare)", "scaling 1→2"]
+    rows = []
+    for name in VS_LTTNG_ROWS:
+        t1, t2 = ns(r, g, name, "1"), ns(r, g, name, "2")
+        rows.append([f"`{name}`", cell(t1, ns(r, g, "floor_bare", "1")),
+                     cell(t2, ns(r, g, "floor_bare", "2")),
+                     f"{2 * t1 / t2:.2f}x" if t1 and t2 else "–"])
+    return table(header, rows)
+
+
+def vs_lttng_targets(r):
+    """The issue's targets, met or missed, per thread count."""
+    g = VS_LTTNG
+
+    def q(a, b, t):
+        x, y = ns(r, g, a, t), ns(r, g, b, t)
+        return x / y if x and y else None
+
+    def scale(name):
+        t1, t2 = ns(r, g, name, "1"), ns(r, g, name, "2")
+        return 2 * t1 / t2 if t1 and t2 else None
+
+    specs = [  # (name, per thread count or None, goal, higher is better)
+        ("lttng_ust / ringbuf_percpu", lambda t: q("lttng_ust", "ringbuf_percpu", t), 4.0, True),
+        ("lttng_ust / ringbuf_perthread", lambda t: q("lttng_ust", "ringbuf_perthread", t), 6.0,
+         True),
+        ("ringbuf_percpu / floor_bare", lambda t: q("ringbuf_percpu", "floor_bare", t), 2.0,
+         False),
+        ("ringbuf_perthread / floor_bare", lambda t: q("ringbuf_perthread", "floor_bare", t), 2.0,
+         False),
+    ]
+    header = ["ratio (goal)", "1 thread", "2 threads"]
+    rows = []
+
+    def verdict(v, goal, higher, digits=2):
+        if v is None:
+            return "–"
+        met = v >= goal if higher else v <= goal
+        return f"{v:.{digits}f} met" if met else f"**{v:.{digits}f} missed**"
+
+    for name, f, goal, higher in specs:
+        op = ">=" if higher else "<="
+        rows.append([f"{name} ({op} {goal:g})"] + [verdict(f(t), goal, higher) for t in "12"])
+    for name in ["ringbuf_percpu", "ringbuf_perthread", "floor_bare", "lttng_ust"]:
+        rows.append([f"scaling 1→2, {name} (>= 1.9)", verdict(scale(name), 1.9, True, 3), ""])
+    return table(header, rows)
+
+
 # ---------------------------------------------------------------- SVG, by hand
 
 def svg_text(x, y, s, size=12, anchor="start", weight="normal"):
@@ -328,6 +387,9 @@ def main():
         ("Typed events {u64; u32}, CTF: ns/event (ratio to write_event)", typed_events(r)),
         ("A `tracing` event through each subscriber: ns/event (ratio to ringbuf's Layer)",
          tracing_layer(r)),
+        ("Against LTTng-UST, {u64; u32}: ns per thread-event (ratio to the bare floor)",
+         vs_lttng(r)),
+        ("Against LTTng-UST: the targets", vs_lttng_targets(r)),
     ]
     for title, body in sections:
         print(f"#### {title}\n\n{body}\n")

@@ -24,7 +24,12 @@ impl Floor {
     /// One event.
     #[inline(always)]
     pub fn write<const N: usize>(&mut self, payload: &[u8; N]) {
-        let ts = now();
+        self.write_at(now(), payload);
+    }
+
+    /// One event with timestamp `ts`, read by the caller (with whichever clock).
+    #[inline(always)]
+    pub fn write_at<const N: usize>(&mut self, ts: u64, payload: &[u8; N]) {
         let len = 8 + N;
         if self.pos + len > self.array.len() {
             self.pos = 0;
@@ -57,6 +62,45 @@ impl<const N: usize> Sink<N> for Floor {
     }
 }
 
+/// The floor with a bare `rdtsc` (no `lfence`s, see [`RdtscBare`]): the least any
+/// tracer must do per event, one TSC read and the stores of a [`Floor`].
+#[derive(Default)]
+pub struct BareFloor(Floor);
+
+impl BareFloor {
+    /// An array of [`CAPACITY`] bytes, as [`Floor::new`].
+    pub fn new() -> Self {
+        Self(Floor::new())
+    }
+
+    /// One event.
+    #[inline(always)]
+    pub fn write<const N: usize>(&mut self, payload: &[u8; N]) {
+        self.0.write_at(rdtsc_bare(), payload);
+    }
+}
+
+impl<const N: usize> Sink<N> for BareFloor {
+    #[inline(always)]
+    fn event(&mut self, payload: &[u8; N]) {
+        self.write(payload);
+    }
+    fn room(&self) -> u64 {
+        u64::MAX
+    }
+    fn drain(&mut self) {}
+    fn lost(&self) -> u64 {
+        0
+    }
+}
+
+/// A bare `rdtsc`, without the `lfence`s of the engine's clock.
+#[inline(always)]
+pub fn rdtsc_bare() -> u64 {
+    // SAFETY: `rdtsc` exists on every x86-64 CPU and has no memory effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// Context for the floor: the TSC read alone (the engine's, fenced), its result
 /// kept (no stores).
 #[derive(Default)]
@@ -85,8 +129,7 @@ pub struct RdtscBare;
 impl<const N: usize> Sink<N> for RdtscBare {
     #[inline(always)]
     fn event(&mut self, _payload: &[u8; N]) {
-        // SAFETY: `rdtsc` exists on every x86-64 CPU and has no memory effects.
-        std::hint::black_box(unsafe { core::arch::x86_64::_rdtsc() });
+        std::hint::black_box(rdtsc_bare());
     }
     fn room(&self) -> u64 {
         u64::MAX

@@ -9,12 +9,13 @@
 
 pub mod affinity;
 pub mod floor;
+pub mod lttng;
 pub mod ours;
 pub mod peers;
 pub mod signal;
 pub mod sink;
 
-pub use floor::{Floor, LockFloor, RdtscBare, TscOnly};
+pub use floor::{BareFloor, Floor, LockFloor, RdtscBare, TscOnly};
 pub use ours::{drain, local_buffer, shared_buffer, write_event, Memory, Ringbuf, TscBuffer};
 pub use sink::{time_events, Sink};
 
@@ -52,4 +53,14 @@ pub fn now() -> u64 {
 /// The payload written by every event of `N` bytes.
 pub const fn payload<const N: usize>() -> [u8; N] {
     [0xab; N]
+}
+
+/// The `{u64; u32}` event (`a`, `b`) as ringbuf's raw payload: 12 bytes, little
+/// endian, packed (what an LTTng-UST event of two integer fields stores too).
+#[inline(always)]
+pub fn u64_u32(a: u64, b: u32) -> [u8; 12] {
+    let mut out = [0; 12];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
 }
