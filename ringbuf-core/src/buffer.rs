@@ -188,6 +188,16 @@ impl Placement {
     }
 }
 
+/// What [`Buffer::open_next`] did.
+enum Opened {
+    /// The sub-buffer is entered, backed by this physical sub-buffer.
+    Yes(usize),
+    /// It may not be entered, and the caller's view of `write` was fresh.
+    Refused(ReserveError),
+    /// `write` moved meanwhile: reload and retry.
+    Raced,
+}
+
 /// An [`Out`] over a window of one physical sub-buffer.
 struct Window<'a, C: Control> {
     ctl: &'a C,
@@ -508,22 +518,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             } else {
                 (old - off).wrapping_add(s)
             };
-            let phys = match self.prepare_open(open) {
-                Ok(phys) => phys,
-                // Only a loss if nobody moved `write` meanwhile (our view was fresh).
-                Err(e) if w.write.load(Acquire) == old => return Err(self.lose(e)),
-                Err(_) => continue,
+            let phys = match self.open_next(old, open, end, ts, discarded) {
+                Opened::Yes(phys) => phys,
+                Opened::Refused(e) => return Err(self.lose(e)),
+                Opened::Raced => continue,
             };
-            if w.write
-                .compare_exchange(old, open.wrapping_add(end), AcqRel, Relaxed) // O1
-                .is_err()
-            {
-                continue;
-            }
-            if off != 0 {
-                self.close_with_padding(old, ts, discarded);
-            }
-            self.open_packet(open, phys, ts);
             if end == s {
                 self.close(self.geo.slot(open), ts, s, discarded);
             }
@@ -534,6 +533,35 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             self.write_record_header(&at, &rec);
             return Ok(at);
         }
+    }
+
+    /// Opens the sub-buffer starting at `open` by moving `write` from `old` (the
+    /// caller's fresh load, in the current sub-buffer or at `open` itself) to
+    /// `open + end`, `end` being what the opener reserves in it (packet header
+    /// included). The one sequence both a reservation and a switch follow: prepare
+    /// the sub-buffer, re-check a refusal against a fresh `write`, CAS, then close
+    /// the old sub-buffer at `old` (if one was open) and write the new packet
+    /// header. Closing the *new* packet, if the opener fills it, is the caller's.
+    fn open_next(&self, old: u64, open: u64, end: u64, ts: u64, discarded: u64) -> Opened {
+        let w = self.ctl.writer();
+        let phys = match self.prepare_open(open) {
+            Ok(phys) => phys,
+            // A refusal only stands if nobody moved `write` meanwhile (our view was
+            // fresh). Acquire: as the caller's load (O1).
+            Err(e) if w.write.load(Acquire) == old => return Opened::Refused(e),
+            Err(_) => return Opened::Raced,
+        };
+        if w.write
+            .compare_exchange(old, open.wrapping_add(end), AcqRel, Relaxed) // O1
+            .is_err()
+        {
+            return Opened::Raced;
+        }
+        if self.geo.offset(old) != 0 {
+            self.close_with_padding(old, ts, discarded);
+        }
+        self.open_packet(open, phys, ts);
+        Opened::Yes(phys)
     }
 
     /// Checks that the sub-buffer at `open` may be entered and makes it writable;
@@ -762,18 +790,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     return Ok(());
                 }
                 // Flush with no open packet: open and close a header-only one.
-                let phys = match self.prepare_open(old) {
-                    Ok(phys) => phys,
-                    Err(e) if w.write.load(Acquire) == old => return Err(e),
-                    Err(_) => continue,
-                };
-                if w.write
-                    .compare_exchange(old, old.wrapping_add(s), AcqRel, Relaxed)
-                    .is_err()
-                {
-                    continue; // O1
+                match self.open_next(old, old, s, ts, discarded) {
+                    Opened::Yes(_) => {}
+                    Opened::Refused(e) => return Err(e),
+                    Opened::Raced => continue,
                 }
-                self.open_packet(old, phys, ts);
                 self.close(self.geo.slot(old), ts, self.header, discarded);
                 self.commit_bytes(old, s, ts);
                 return Ok(());
