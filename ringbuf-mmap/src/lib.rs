@@ -18,6 +18,7 @@ pub mod guard;
 mod per_thread;
 mod producer;
 mod recovery;
+pub mod rseq;
 mod slots;
 mod wakeup;
 
