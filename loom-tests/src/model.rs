@@ -112,6 +112,7 @@ impl LoomControl {
             writer: WriterWords {
                 write: zero(),
                 last_timestamp: zero(),
+                last_at: zero(),
             },
             losses: LossWords {
                 full: zero(),
@@ -124,6 +125,7 @@ impl LoomControl {
                 consumed: zero(),
                 spare: ModelWord::new(n),
                 attached: zero(),
+                fence: zero(),
             },
             slots,
             bytes,

@@ -130,12 +130,12 @@ impl Stats {
 pub struct Buffer<C: Control, K: Client, T: Clock> {
     pub(crate) ctl: C,
     pub(crate) client: K,
-    clock: T,
+    pub(crate) clock: T,
     pub(crate) geo: Geometry,
     pub(crate) mode: Mode,
     nesting_limit: u32,
     /// Packet header size rounded up to the record alignment.
-    header: u64,
+    pub(crate) header: u64,
     pub(crate) physical: u64,
 }
 
@@ -329,9 +329,10 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         Ok(())
     }
 
-    /// Counts a loss and returns its error.
+    /// Counts a loss in its counter and returns its error (for write paths outside
+    /// the engine that refuse an event themselves).
     #[cold]
-    fn lose(&self, e: ReserveError) -> ReserveError {
+    pub fn lose(&self, e: ReserveError) -> ReserveError {
         let l = self.ctl.losses();
         let counter = match e {
             ReserveError::Full => &l.full,
@@ -444,7 +445,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 
     /// Sum of the loss counters that packets report as discarded events.
-    fn discarded_total(&self) -> u64 {
+    pub(crate) fn discarded_total(&self) -> u64 {
         let l = self.ctl.losses();
         // Relaxed: read before the closing CAS; O1 orders these reads before the
         // next closing writer's, so the per-packet totals never decrease.
@@ -568,7 +569,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     /// returns its physical index. Side effects (pushing `consumed`, clearing noref)
     /// are harmless if the caller then loses its CAS: the sub-buffer is about to be
     /// entered by whoever wins.
-    fn prepare_open(&self, open: u64) -> Result<usize, ReserveError> {
+    pub(crate) fn prepare_open(&self, open: u64) -> Result<usize, ReserveError> {
         let slot = self.geo.slot(open);
         let words = self.ctl.slot(slot);
         let lap_base = self.geo.full_commit(open) - self.geo.subbuf_size();
@@ -642,7 +643,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 
     /// Writes the packet header of a sub-buffer just entered.
-    fn open_packet(&self, open: u64, phys: usize, ts: u64) {
+    pub(crate) fn open_packet(&self, open: u64, phys: usize, ts: u64) {
         let mut out = Window {
             ctl: &self.ctl,
             phys,
@@ -658,7 +659,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
 
     /// Stores what the deliverer of `slot` needs: called by the one writer whose
     /// reservation or switch closes the sub-buffer, before its commit (O2).
-    fn close(&self, slot: usize, ts: u64, content: u64, discarded: u64) {
+    pub(crate) fn close(&self, slot: usize, ts: u64, content: u64, discarded: u64) {
         let words = self.ctl.slot(slot);
         // Relaxed: published by this writer's commit add (O2).
         words.end_ts.store(ts, Relaxed);
@@ -722,7 +723,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     /// Finalises and publishes a complete sub-buffer. Exactly one writer wins the
     /// `delivered` CAS for each lap; a duplicate attempt is harmless.
     #[cold]
-    fn deliver(&self, slot: usize, start: u64, words: &SlotWords<C::Word, C::Shared>) {
+    pub(crate) fn deliver(&self, slot: usize, start: u64, words: &SlotWords<C::Word, C::Shared>) {
         let s = self.geo.subbuf_size();
         let full = self.geo.full_commit(start);
         let base = full - s;

@@ -47,62 +47,7 @@ impl core::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-/// One byte segment a sequence copies: `len` bytes from `src` to `dst`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Segment {
-    /// Destination.
-    pub dst: *mut u8,
-    /// Source.
-    pub src: *const u8,
-    /// Bytes.
-    pub len: usize,
-}
-
-/// A word compare or store of a sequence: the word at `at`, and a value.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct WordOp {
-    /// The word (8-byte aligned).
-    pub at: *mut u64,
-    /// The value it must hold (compare) or receives (store).
-    pub value: u64,
-}
-
-/// The most segments one [`Op`] copies.
-pub const MAX_SEGMENTS: usize = 4;
-
-/// One restartable sequence. The field layout is the assembly's (offsets in
-/// comments), hence `repr(C)` and all fields 8 bytes wide.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Op {
-    /// @0: the CPU the sequence must run on (compared with `cpu_id`).
-    pub cpu: u64,
-    /// @8, @24: both words must hold their values, else [`Outcome::Changed`].
-    pub expect: [WordOp; 2],
-    /// @40: the segments; only the first `segment_count` are copied.
-    pub segments: [Segment; MAX_SEGMENTS],
-    /// @136: how many segments to copy.
-    pub segment_count: u64,
-    /// @144, @160: stored in this order after the copies; not committing.
-    pub stores: [WordOp; 2],
-    /// @176: the committing store, the sequence's last instruction.
-    pub commit: WordOp,
-}
-
-/// What a sequence did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything, committing store included.
-    Committed,
-    /// Nothing committed: the thread is not on `Op::cpu`, or an expected word
-    /// differed (the copies and stores were not started).
-    Changed,
-    /// The kernel aborted it (preemption, migration, signal): the committing store
-    /// did not happen; copies and non-committing stores may have.
-    Aborted,
-}
+pub use ringbuf_core::seq::{Op, Outcome, Segment, Sequencer, WordOp, MAX_SEGMENTS};
 
 /// The rseq area of the calling thread (the kernel's `struct rseq`, first fields).
 #[repr(C)]
@@ -191,6 +136,66 @@ impl Rseq {
             1 => Outcome::Changed,
             _ => Outcome::Aborted,
         }
+    }
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_long = 1 << 7;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_long = 1 << 8;
+
+impl Rseq {
+    /// Registers this process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`,
+    /// which remote switches need ([`Sequencer::barrier`]); idempotent. The error
+    /// is the kernel's (Linux < 5.10 lacks the command).
+    pub fn register_barrier(self) -> std::io::Result<()> {
+        // SAFETY: membarrier with a command and flags 0 has no memory effects on us.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
+                0,
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+// SAFETY: `run` is the rseq sequence of this module (its committing store is the
+// last instruction of the critical section, whose CPU check is its first), and
+// `barrier` is membarrier PRIVATE_EXPEDITED_RSEQ: on return, every thread of this
+// process that was inside a sequence has been interrupted, so it aborts.
+unsafe impl Sequencer for Rseq {
+    #[inline(always)]
+    fn cpu(&self) -> Option<u32> {
+        Rseq::cpu(*self)
+    }
+    #[inline(always)]
+    unsafe fn run(&self, op: &Op) -> Outcome {
+        // SAFETY: forwarded.
+        unsafe { self.commit(op) }
+    }
+    fn barrier(&self) {
+        // SAFETY: as in `register_barrier`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+                0,
+                0,
+            )
+        };
+        // Registration is checked when a channel chooses rseq; only then does it
+        // call this.
+        assert_eq!(
+            rc,
+            0,
+            "membarrier(PRIVATE_EXPEDITED_RSEQ) failed after registration: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
