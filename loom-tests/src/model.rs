@@ -120,6 +120,7 @@ impl LoomControl {
                 big: zero(),
                 nested: zero(),
                 overrun: zero(),
+                fenced: zero(),
             },
             reader: ReaderWords {
                 consumed: zero(),

@@ -61,6 +61,8 @@ pub enum ReserveError {
     TooBig,
     /// The writer is nested deeper than the limit (`lost_nested`).
     Nested,
+    /// rseq path: a remote switch held the buffer's fence too long (`lost_fenced`).
+    Fenced,
 }
 
 impl core::fmt::Display for ReserveError {
@@ -70,6 +72,7 @@ impl core::fmt::Display for ReserveError {
             Self::Wrap => "next sub-buffer not yet committed and delivered",
             Self::TooBig => "event larger than a sub-buffer payload",
             Self::Nested => "nesting limit reached",
+            Self::Fenced => "a remote switch held the buffer (rseq path)",
         })
     }
 }
@@ -107,6 +110,8 @@ pub struct Stats {
     pub lost_big: u64,
     /// Events dropped beyond the nesting limit.
     pub lost_nested: u64,
+    /// Events dropped while a remote switch held the buffer (rseq path).
+    pub lost_fenced: u64,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: u64,
 }
@@ -120,6 +125,7 @@ impl Stats {
             .wrapping_add(self.lost_wrap)
             .wrapping_add(self.lost_big)
             .wrapping_add(self.lost_nested)
+            .wrapping_add(self.lost_fenced)
     }
 }
 
@@ -339,6 +345,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             ReserveError::Wrap => &l.wrap,
             ReserveError::TooBig => &l.big,
             ReserveError::Nested => &l.nested,
+            ReserveError::Fenced => &l.fenced,
         };
         // Relaxed: a statistic; it reaches packets through the closing writer's read,
         // ordered by O1.
@@ -455,6 +462,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             .wrapping_add(l.wrap.load(Relaxed))
             .wrapping_add(l.big.load(Relaxed))
             .wrapping_add(l.nested.load(Relaxed))
+            .wrapping_add(l.fenced.load(Relaxed))
     }
 
     /// The slow path: the reservation opens a sub-buffer, or closes one (exact fit
@@ -825,6 +833,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             lost_wrap: l.wrap.load(Relaxed),
             lost_big: l.big.load(Relaxed),
             lost_nested: l.nested.load(Relaxed),
+            lost_fenced: l.fenced.load(Relaxed),
             overrun: l.overrun.load(Relaxed),
         }
     }

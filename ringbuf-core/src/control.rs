@@ -39,6 +39,9 @@ pub struct LossWords<W> {
     pub nested: W,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: W,
+    /// Events dropped on the rseq path because a remote switch held the buffer's
+    /// fence too long (docs/ARCHITECTURE.md §10).
+    pub fenced: W,
 }
 
 /// Words the reader modifies (always full atomics).

@@ -72,11 +72,12 @@ pub enum Field {
     Id,
     LastAt,
     Fence,
+    LostFenced,
 }
 
 impl Field {
     /// Number of fields.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
 }
 
 type W = SharedWord;
@@ -102,6 +103,7 @@ const FIELDS: FieldTable = [
     offset_of!(SlotWords<W, W>, id) as u16,
     offset_of!(WriterWords<W>, last_at) as u16,
     offset_of!(ReaderWords<W>, fence) as u16,
+    offset_of!(LossWords<W>, fenced) as u16,
 ];
 
 /// The self-describing region header, in native byte order.

@@ -208,7 +208,7 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             if fence.load(Acquire) != 0 {
                 spins += 1;
                 if spins >= FENCE_SPINS {
-                    return Err(SeqError::Reserve(self.lose(ReserveError::Wrap)));
+                    return Err(SeqError::Reserve(self.lose(ReserveError::Fenced)));
                 }
                 core::hint::spin_loop();
                 continue;

@@ -351,6 +351,12 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         self.header.producer_pid
     }
 
+    /// How the producer's writers update the buffers (`None`: an unknown value in
+    /// the header, from a newer or hostile producer).
+    pub fn write_path(&self) -> Option<WritePath> {
+        WritePath::from_u32(self.header.writers)
+    }
+
     /// Counters of buffer `index` (as the region says: untrusted); `None` if there
     /// is no such buffer or the file was truncated.
     pub fn stats(&self, index: u32) -> Option<ringbuf_core::Stats> {

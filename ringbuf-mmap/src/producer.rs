@@ -338,16 +338,23 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// Switches every buffer (e.g. `Active` from a periodic timer for live reading,
     /// `Flush` at the end); returns the first error.
     pub fn switch_all(&self, kind: Switch) -> Result<(), SwitchError> {
-        self.parts
-            .buffers
-            .iter()
-            .map(|b| match self.rseq {
-                None => b.switch(kind),
-                // SAFETY: this channel's buffers, written by `write_seq` only; the
-                // barrier reaches its writers (this process registered it).
-                Some(rseq) => unsafe { b.switch_fenced(&rseq, kind) },
-            })
+        (0..self.parts.buffers.len())
+            .map(|i| self.switch(i, kind))
             .fold(Ok(()), Result::and)
+    }
+
+    /// Switches buffer `index` (the way this channel's writers allow: under the
+    /// fence on the rseq path); `Ok` for an index out of range.
+    pub fn switch(&self, index: usize, kind: Switch) -> Result<(), SwitchError> {
+        let Some(b) = self.parts.buffers.get(index) else {
+            return Ok(());
+        };
+        match self.rseq {
+            None => b.switch(kind),
+            // SAFETY: this channel's buffers, written by `write_seq` only; the
+            // barrier reaches its writers (this process registered it).
+            Some(rseq) => unsafe { b.switch_fenced(&rseq, kind) },
+        }
     }
 
     /// Counters of every buffer.

@@ -227,8 +227,9 @@ fn thread_pointer() -> *mut u8 {
 /// `5:` is preceded by the signature glibc registered (`RSEQ_SIG`, 0x53053053,
 /// after the `ud1` opcode bytes so that it disassembles as one instruction); the
 /// early exit `6:` is listed in `__rseq_exit_point_array` for debuggers. No call,
-/// no stack use inside. The cargo feature `rseq-mutant-no-cpu-check` removes the
-/// CPU comparison: a deliberately broken build that the tests must catch.
+/// no stack use inside. The cargo features `rseq-mutant-no-cpu-check` (no CPU
+/// comparison) and `rseq-mutant-commit-before-copy` (the committing store moved
+/// before the copies) are deliberately broken builds that the tests must catch.
 ///
 /// # Safety
 ///
@@ -272,6 +273,13 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov rax, qword ptr [rcx]",
             "cmp rax, qword ptr [{op} + 32]",
             "jne 6f",
+            // (Mutant: the committing store first, before the copies.)
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov rcx, qword ptr [{op} + 176]",
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov rax, qword ptr [{op} + 184]",
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov qword ptr [rcx], rax",
             // The segments, byte by byte.
             "lea r8, [{op} + 40]",
             "mov r9, qword ptr [{op} + 136]",
@@ -302,8 +310,11 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov rcx, qword ptr [{op} + 160]",
             "mov rax, qword ptr [{op} + 168]",
             "mov qword ptr [rcx], rax",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
             "mov rcx, qword ptr [{op} + 176]",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
             "mov rax, qword ptr [{op} + 184]",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
             "mov qword ptr [rcx], rax",
             "4:",
             "xor eax, eax",

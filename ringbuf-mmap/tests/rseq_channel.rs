@@ -26,10 +26,18 @@ static SIGNAL_REFUSED: AtomicU64 = AtomicU64::new(0);
 /// The handler's writer id: far from the threads'.
 const HANDLER: u64 = 1 << 40;
 
-fn payload(thread: u64, seq: u64) -> [u8; 16] {
-    let mut p = [0; 16];
+/// Payload bytes: long enough that a sequence spends a while copying, so that
+/// signals and preemptions land inside the copy.
+const PAYLOAD: usize = 192;
+
+/// Payload: (thread, seq), then a pattern derived from both.
+fn payload(thread: u64, seq: u64) -> [u8; PAYLOAD] {
+    let mut p = [0; PAYLOAD];
     p[..8].copy_from_slice(&thread.to_le_bytes());
-    p[8..].copy_from_slice(&seq.to_le_bytes());
+    p[8..16].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in p[16..].iter_mut().enumerate() {
+        *b = (thread ^ seq).wrapping_add(i as u64) as u8;
+    }
     p
 }
 
@@ -104,6 +112,13 @@ impl Seen {
                             let (_, data) = r.expect("well-formed record");
                             let word =
                                 |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().unwrap());
+                            assert!(
+                                data == payload(word(0), word(8)),
+                                "buffer {b} packet {}: a torn record (thread {}, seq {})",
+                                p.seq,
+                                word(0),
+                                word(8)
+                            );
                             if !self.events.insert((word(0), word(8))) {
                                 self.duplicates += 1;
                             }
@@ -187,7 +202,9 @@ fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
             .collect();
         s.spawn(|| {
             let mut n = 0usize;
-            while !done.load(Relaxed) {
+            // Also bounded in time: if the consumer (this scope's owner) panics,
+            // `done` is never set.
+            while !done.load(Relaxed) && Instant::now() < stop_at + Duration::from_secs(5) {
                 for (i, t) in tids.iter().enumerate() {
                     let tid = t.load(Relaxed) as libc::pid_t;
                     if tid != 0 {
@@ -220,12 +237,13 @@ fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
     let lost: u64 = stats.iter().map(|s| s.events_discarded()).sum();
     let lost_wrap: u64 = stats.iter().map(|s| s.lost_wrap).sum();
     let overrun: u64 = stats.iter().map(|s| s.overrun).sum();
+    let fenced: u64 = stats.iter().map(|s| s.lost_fenced).sum();
     let thread_ok: u64 = committed.iter().map(|c| c.load(Relaxed)).sum();
     let ok = thread_ok + SIGNAL_OK.load(Relaxed);
     let refused = refused.load(Relaxed) + SIGNAL_REFUSED.load(Relaxed);
     eprintln!(
         "{mode:?}, {threads} threads: {ok} written ({} by handlers), {refused} refused, \
-         {} read in {} packets, lost_wrap {lost_wrap}, overrun {overrun}",
+         {} read in {} packets, lost_wrap {lost_wrap}, lost_fenced {fenced}, overrun {overrun}",
         SIGNAL_OK.load(Relaxed),
         seen.events.len(),
         seen.packets
