@@ -28,7 +28,7 @@ const HANDLER: u64 = 1 << 40;
 
 /// Payload bytes: long enough that a sequence spends a while copying, so that
 /// signals and preemptions land inside the copy.
-const PAYLOAD: usize = 192;
+const PAYLOAD: usize = 256;
 
 /// Payload: (thread, seq), then a pattern derived from both.
 fn payload(thread: u64, seq: u64) -> [u8; PAYLOAD] {
