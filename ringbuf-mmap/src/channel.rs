@@ -501,14 +501,13 @@ impl std::fmt::Display for WritePath {
 /// thread-slot table starts zeroed (every slot free) in a new file.
 pub(crate) fn write_header(
     shm: &Shm,
-    config: &Config,
+    options: &crate::ChannelOptions<'_>,
     layout: &ChannelLayout,
-    buffers: u32,
-    format: u32,
     clock: ChannelClock,
     metadata: &str,
     writers: WritePath,
 ) {
+    let (config, buffers, format) = (&options.config, options.buffers, options.format);
     let header = ChannelHeader {
         magic: CHANNEL_MAGIC,
         version: CHANNEL_VERSION,

@@ -168,16 +168,7 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
                 (shm, wakeup, Some(path))
             }
         };
-        channel::write_header(
-            &shm,
-            &config,
-            &layout,
-            options.buffers,
-            options.format,
-            recorded_clock,
-            metadata,
-            writers,
-        );
+        channel::write_header(&shm, options, &layout, recorded_clock, metadata, writers);
         let mut buffers = Vec::with_capacity(options.buffers as usize);
         for index in 0..options.buffers {
             // SAFETY: the mapping lives in the returned struct, after the buffers in

@@ -38,7 +38,9 @@ fn allocations() -> u64 {
 fn the_rseq_write_path_never_allocates() {
     for mode in [Mode::Discard, Mode::Overwrite] {
         let channel = PerCpuChannel::create_rseq(
-            Backing::Memfd { name: "rseq-no-alloc" },
+            Backing::Memfd {
+                name: "rseq-no-alloc",
+            },
             &ChannelOptions {
                 config: Config::new(4096, 4, mode),
                 buffers: possible_cpus(),
