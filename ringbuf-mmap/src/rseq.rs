@@ -221,6 +221,8 @@ fn thread_pointer() -> *mut u8 {
 
 /// The sequence: status 0 committed, 1 changed, 2 aborted.
 ///
+/// Copies go eight bytes at a time (unaligned `mov`s), then byte by byte.
+///
 /// Shape (after librseq's x86-64 sequences): the descriptor (`struct rseq_cs`,
 /// 32-byte aligned, in section `__rseq_cs`, listed in `__rseq_cs_ptr_array`)
 /// covers `3:` up to `4:` (the end of the committing store); the abort handler
@@ -280,7 +282,7 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov rax, qword ptr [{op} + 184]",
             #[cfg(feature = "rseq-mutant-commit-before-copy")]
             "mov qword ptr [rcx], rax",
-            // The segments, byte by byte.
+            // The segments.
             "lea r8, [{op} + 40]",
             "mov r9, qword ptr [{op} + 136]",
             "7:",
@@ -289,6 +291,16 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov r10, qword ptr [r8]",
             "mov r11, qword ptr [r8 + 8]",
             "mov rcx, qword ptr [r8 + 16]",
+            // Eight bytes at a time, then the tail byte by byte.
+            "25:",
+            "cmp rcx, 8",
+            "jb 22f",
+            "mov rax, qword ptr [r11]",
+            "mov qword ptr [r10], rax",
+            "add r10, 8",
+            "add r11, 8",
+            "sub rcx, 8",
+            "jmp 25b",
             "22:",
             "test rcx, rcx",
             "jz 23f",
