@@ -13,16 +13,17 @@ use ringbuf_mmap::rseq::{Op, Outcome, Rseq, Segment, Unavailable, WordOp, MAX_SE
 
 const CPUS: usize = 256;
 static COUNTERS: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
-/// A per-CPU scratch line each sequence copies into: widens the window a missing
-/// check would leave open.
-static SCRATCH: [[AtomicU64; 8]; CPUS] = [const { [const { AtomicU64::new(0) }; 8] }; CPUS];
+/// A per-CPU scratch area each sequence copies 1 KiB into: most aborts then land
+/// in the copy, where a committing store moved before it (the mutant
+/// `rseq-mutant-commit-before-copy`) counts an increment twice.
+static SCRATCH: [[AtomicU64; 128]; CPUS] = [const { [const { AtomicU64::new(0) }; 128] }; CPUS];
 static HANDLER_INCREMENTS: AtomicU64 = AtomicU64::new(0);
 static RSEQ: std::sync::OnceLock<Rseq> = std::sync::OnceLock::new();
 
 /// Adds one to the counter of the CPU this runs on, by rseq; the number of
 /// sequences that aborted or saw a changed word before it committed.
 fn increment(rseq: Rseq) -> u64 {
-    let src = [0x5au8; 64];
+    let src = [0x5au8; 1024];
     let mut retries = 0;
     loop {
         let cpu = rseq.cpu().expect("glibc registers every thread it creates") as usize;
