@@ -95,6 +95,7 @@ pub fn print(run: &Run<'_>) {
         t.lost_wrap += st.lost_wrap;
         t.lost_big += st.lost_big;
         t.lost_nested += st.lost_nested;
+        t.lost_fenced += st.lost_fenced;
         t
     });
     let lost = losses.events_discarded();
