@@ -10,7 +10,8 @@ BIN=target/release/event_loop
 EVENTS=${EVENTS:-200000}
 SYSTEMS="rdtsc_bare tsc_only floor floor_lock_cas shared_overwrite local_overwrite shared_discard local_discard
          ctf_shared_overwrite ctf_local_overwrite ctf_shared_discard ctf_local_discard
-         arrayqueue_force_push mpsc_sync_channel rtrb_chunk bbqueue_grant"
+         arrayqueue_force_push mpsc_sync_channel rtrb_chunk bbqueue_grant
+         percpu_shared_overwrite percpu_rseq_overwrite"
 
 count() { # system payload events -> instructions
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$1" "$2" "$3" 2>&1 |

@@ -11,13 +11,12 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use benches::affinity::{allowed_cpus, thread_counts, Pinned};
+use benches::ours::{percpu_channel, PerCpuSink};
 use benches::sink::Alone;
 use benches::{config, payload, time_events, Floor, Memory, Ringbuf, Sink};
 use criterion::measurement::WallTime;
 use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use ringbuf_core::ctf::ClockDescription;
-use ringbuf_core::{Mode, RawRecords, Tsc};
-use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel};
+use ringbuf_core::Mode;
 
 const N: usize = 16;
 
@@ -52,49 +51,14 @@ fn scaling(c: &mut Criterion) {
         // The shared-memory per-CPU channel of ringbuf-mmap, as a tracer uses it:
         // every thread writes through the same channel, into the buffer of the CPU
         // it runs on (sched_getcpu), with its thread-local nesting counter.
-        let options = ChannelOptions {
-            config: cfg,
-            buffers: possible_cpus(),
-            format: 0,
-            prefault: true,
-            // Recorded in the header only: nothing reads these timestamps.
-            clock: ClockDescription {
-                name: "tsc",
-                description: "uncalibrated TSC",
-                freq: 1_000_000_000,
-                offset_s: 0,
-                offset: 0,
-            },
-        };
-        let channel = PerCpuChannel::create(
-            Backing::Memfd { name: "scaling" },
-            &options,
-            "",
-            |_| RawRecords,
-            |_| Tsc,
-        )
-        .expect("channel");
-        let mut sinks: Vec<ChannelSink<'_>> = (0..threads).map(|_| ChannelSink(&channel)).collect();
-        bench_threads(&mut group, "percpu_channel", threads, &mut sinks, cpus);
+        for (name, rseq) in [("percpu_channel", false), ("percpu_rseq", true)] {
+            let channel = percpu_channel(rseq);
+            let mut sinks: Vec<PerCpuSink<'_>> =
+                (0..threads).map(|_| PerCpuSink(&channel)).collect();
+            bench_threads(&mut group, name, threads, &mut sinks, cpus);
+        }
     }
     group.finish();
-}
-
-/// One thread's handle on a per-CPU channel (overwrite mode: never drained).
-struct ChannelSink<'a>(&'a PerCpuChannel<RawRecords, Tsc>);
-
-impl<const M: usize> Sink<M> for ChannelSink<'_> {
-    #[inline(always)]
-    fn event(&mut self, payload: &[u8; M]) {
-        let _ = self.0.write(1, payload);
-    }
-    fn room(&self) -> u64 {
-        u64::MAX
-    }
-    fn drain(&mut self) {}
-    fn lost(&self) -> u64 {
-        self.0.stats().iter().map(|s| s.events_discarded()).sum()
-    }
 }
 
 fn bench_threads<S: Sink<N> + Send>(

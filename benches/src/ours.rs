@@ -175,3 +175,53 @@ impl<W: Word, K: Client, const N: usize> Sink<N> for Ringbuf<'_, W, K> {
         self.buf.stats().events_discarded()
     }
 }
+
+/// A per-CPU channel of raw records over the TSC, overwrite mode, written through
+/// the shared path (`create`) or, if available, the rseq path (`create_rseq`).
+pub fn percpu_channel(rseq: bool) -> ringbuf_mmap::PerCpuChannel<RawRecords, ringbuf_core::Tsc> {
+    use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel};
+    let options = ChannelOptions {
+        config: crate::config(Mode::Overwrite),
+        buffers: possible_cpus(),
+        format: 0,
+        prefault: true,
+        // Recorded in the header only: nothing reads these timestamps.
+        clock: ringbuf_core::ctf::ClockDescription {
+            name: "tsc",
+            description: "uncalibrated TSC",
+            freq: 1_000_000_000,
+            offset_s: 0,
+            offset: 0,
+        },
+    };
+    let create = if rseq {
+        PerCpuChannel::create_rseq
+    } else {
+        PerCpuChannel::create
+    };
+    create(
+        Backing::Memfd { name: "bench" },
+        &options,
+        "",
+        |_| RawRecords,
+        |_| ringbuf_core::Tsc,
+    )
+    .expect("channel")
+}
+
+/// One thread's handle on a per-CPU channel (overwrite mode: never drained).
+pub struct PerCpuSink<'a>(pub &'a ringbuf_mmap::PerCpuChannel<RawRecords, ringbuf_core::Tsc>);
+
+impl<const M: usize> Sink<M> for PerCpuSink<'_> {
+    #[inline(always)]
+    fn event(&mut self, payload: &[u8; M]) {
+        let _ = self.0.write(1, payload);
+    }
+    fn room(&self) -> u64 {
+        u64::MAX
+    }
+    fn drain(&mut self) {}
+    fn lost(&self) -> u64 {
+        self.0.stats().iter().map(|s| s.events_discarded()).sum()
+    }
+}

@@ -112,6 +112,7 @@ impl LoomControl {
             writer: WriterWords {
                 write: zero(),
                 last_timestamp: zero(),
+                last_at: zero(),
             },
             losses: LossWords {
                 full: zero(),
@@ -119,11 +120,13 @@ impl LoomControl {
                 big: zero(),
                 nested: zero(),
                 overrun: zero(),
+                fenced: zero(),
             },
             reader: ReaderWords {
                 consumed: zero(),
                 spare: ModelWord::new(n),
                 attached: zero(),
+                fence: zero(),
             },
             slots,
             bytes,

@@ -61,6 +61,8 @@ pub enum ReserveError {
     TooBig,
     /// The writer is nested deeper than the limit (`lost_nested`).
     Nested,
+    /// rseq path: a remote switch held the buffer's fence too long (`lost_fenced`).
+    Fenced,
 }
 
 impl core::fmt::Display for ReserveError {
@@ -70,6 +72,7 @@ impl core::fmt::Display for ReserveError {
             Self::Wrap => "next sub-buffer not yet committed and delivered",
             Self::TooBig => "event larger than a sub-buffer payload",
             Self::Nested => "nesting limit reached",
+            Self::Fenced => "a remote switch held the buffer (rseq path)",
         })
     }
 }
@@ -107,6 +110,8 @@ pub struct Stats {
     pub lost_big: u64,
     /// Events dropped beyond the nesting limit.
     pub lost_nested: u64,
+    /// Events dropped while a remote switch held the buffer (rseq path).
+    pub lost_fenced: u64,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: u64,
 }
@@ -120,6 +125,7 @@ impl Stats {
             .wrapping_add(self.lost_wrap)
             .wrapping_add(self.lost_big)
             .wrapping_add(self.lost_nested)
+            .wrapping_add(self.lost_fenced)
     }
 }
 
@@ -130,12 +136,12 @@ impl Stats {
 pub struct Buffer<C: Control, K: Client, T: Clock> {
     pub(crate) ctl: C,
     pub(crate) client: K,
-    clock: T,
+    pub(crate) clock: T,
     pub(crate) geo: Geometry,
     pub(crate) mode: Mode,
     nesting_limit: u32,
     /// Packet header size rounded up to the record alignment.
-    header: u64,
+    pub(crate) header: u64,
     pub(crate) physical: u64,
 }
 
@@ -186,6 +192,16 @@ impl Placement {
             prev_timestamp: 0,
         }
     }
+}
+
+/// What [`Buffer::open_next`] did.
+enum Opened {
+    /// The sub-buffer is entered, backed by this physical sub-buffer.
+    Yes(usize),
+    /// It may not be entered, and the caller's view of `write` was fresh.
+    Refused(ReserveError),
+    /// `write` moved meanwhile: reload and retry.
+    Raced,
 }
 
 /// An [`Out`] over a window of one physical sub-buffer.
@@ -319,15 +335,17 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         Ok(())
     }
 
-    /// Counts a loss and returns its error.
+    /// Counts a loss in its counter and returns its error (for write paths outside
+    /// the engine that refuse an event themselves).
     #[cold]
-    fn lose(&self, e: ReserveError) -> ReserveError {
+    pub fn lose(&self, e: ReserveError) -> ReserveError {
         let l = self.ctl.losses();
         let counter = match e {
             ReserveError::Full => &l.full,
             ReserveError::Wrap => &l.wrap,
             ReserveError::TooBig => &l.big,
             ReserveError::Nested => &l.nested,
+            ReserveError::Fenced => &l.fenced,
         };
         // Relaxed: a statistic; it reaches packets through the closing writer's read,
         // ordered by O1.
@@ -434,7 +452,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 
     /// Sum of the loss counters that packets report as discarded events.
-    fn discarded_total(&self) -> u64 {
+    pub(crate) fn discarded_total(&self) -> u64 {
         let l = self.ctl.losses();
         // Relaxed: read before the closing CAS; O1 orders these reads before the
         // next closing writer's, so the per-packet totals never decrease.
@@ -444,6 +462,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             .wrapping_add(l.wrap.load(Relaxed))
             .wrapping_add(l.big.load(Relaxed))
             .wrapping_add(l.nested.load(Relaxed))
+            .wrapping_add(l.fenced.load(Relaxed))
     }
 
     /// The slow path: the reservation opens a sub-buffer, or closes one (exact fit
@@ -508,22 +527,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             } else {
                 (old - off).wrapping_add(s)
             };
-            let phys = match self.prepare_open(open) {
-                Ok(phys) => phys,
-                // Only a loss if nobody moved `write` meanwhile (our view was fresh).
-                Err(e) if w.write.load(Acquire) == old => return Err(self.lose(e)),
-                Err(_) => continue,
+            let phys = match self.open_next(old, open, end, ts, discarded) {
+                Opened::Yes(phys) => phys,
+                Opened::Refused(e) => return Err(self.lose(e)),
+                Opened::Raced => continue,
             };
-            if w.write
-                .compare_exchange(old, open.wrapping_add(end), AcqRel, Relaxed) // O1
-                .is_err()
-            {
-                continue;
-            }
-            if off != 0 {
-                self.close_with_padding(old, ts, discarded);
-            }
-            self.open_packet(open, phys, ts);
             if end == s {
                 self.close(self.geo.slot(open), ts, s, discarded);
             }
@@ -536,11 +544,40 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         }
     }
 
+    /// Opens the sub-buffer starting at `open` by moving `write` from `old` (the
+    /// caller's fresh load, in the current sub-buffer or at `open` itself) to
+    /// `open + end`, `end` being what the opener reserves in it (packet header
+    /// included). The one sequence both a reservation and a switch follow: prepare
+    /// the sub-buffer, re-check a refusal against a fresh `write`, CAS, then close
+    /// the old sub-buffer at `old` (if one was open) and write the new packet
+    /// header. Closing the *new* packet, if the opener fills it, is the caller's.
+    fn open_next(&self, old: u64, open: u64, end: u64, ts: u64, discarded: u64) -> Opened {
+        let w = self.ctl.writer();
+        let phys = match self.prepare_open(open) {
+            Ok(phys) => phys,
+            // A refusal only stands if nobody moved `write` meanwhile (our view was
+            // fresh). Acquire: as the caller's load (O1).
+            Err(e) if w.write.load(Acquire) == old => return Opened::Refused(e),
+            Err(_) => return Opened::Raced,
+        };
+        if w.write
+            .compare_exchange(old, open.wrapping_add(end), AcqRel, Relaxed) // O1
+            .is_err()
+        {
+            return Opened::Raced;
+        }
+        if self.geo.offset(old) != 0 {
+            self.close_with_padding(old, ts, discarded);
+        }
+        self.open_packet(open, phys, ts);
+        Opened::Yes(phys)
+    }
+
     /// Checks that the sub-buffer at `open` may be entered and makes it writable;
     /// returns its physical index. Side effects (pushing `consumed`, clearing noref)
     /// are harmless if the caller then loses its CAS: the sub-buffer is about to be
     /// entered by whoever wins.
-    fn prepare_open(&self, open: u64) -> Result<usize, ReserveError> {
+    pub(crate) fn prepare_open(&self, open: u64) -> Result<usize, ReserveError> {
         let slot = self.geo.slot(open);
         let words = self.ctl.slot(slot);
         let lap_base = self.geo.full_commit(open) - self.geo.subbuf_size();
@@ -614,7 +651,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     }
 
     /// Writes the packet header of a sub-buffer just entered.
-    fn open_packet(&self, open: u64, phys: usize, ts: u64) {
+    pub(crate) fn open_packet(&self, open: u64, phys: usize, ts: u64) {
         let mut out = Window {
             ctl: &self.ctl,
             phys,
@@ -630,7 +667,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
 
     /// Stores what the deliverer of `slot` needs: called by the one writer whose
     /// reservation or switch closes the sub-buffer, before its commit (O2).
-    fn close(&self, slot: usize, ts: u64, content: u64, discarded: u64) {
+    pub(crate) fn close(&self, slot: usize, ts: u64, content: u64, discarded: u64) {
         let words = self.ctl.slot(slot);
         // Relaxed: published by this writer's commit add (O2).
         words.end_ts.store(ts, Relaxed);
@@ -694,7 +731,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
     /// Finalises and publishes a complete sub-buffer. Exactly one writer wins the
     /// `delivered` CAS for each lap; a duplicate attempt is harmless.
     #[cold]
-    fn deliver(&self, slot: usize, start: u64, words: &SlotWords<C::Word, C::Shared>) {
+    pub(crate) fn deliver(&self, slot: usize, start: u64, words: &SlotWords<C::Word, C::Shared>) {
         let s = self.geo.subbuf_size();
         let full = self.geo.full_commit(start);
         let base = full - s;
@@ -762,18 +799,11 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                     return Ok(());
                 }
                 // Flush with no open packet: open and close a header-only one.
-                let phys = match self.prepare_open(old) {
-                    Ok(phys) => phys,
-                    Err(e) if w.write.load(Acquire) == old => return Err(e),
-                    Err(_) => continue,
-                };
-                if w.write
-                    .compare_exchange(old, old.wrapping_add(s), AcqRel, Relaxed)
-                    .is_err()
-                {
-                    continue; // O1
+                match self.open_next(old, old, s, ts, discarded) {
+                    Opened::Yes(_) => {}
+                    Opened::Refused(e) => return Err(e),
+                    Opened::Raced => continue,
                 }
-                self.open_packet(old, phys, ts);
                 self.close(self.geo.slot(old), ts, self.header, discarded);
                 self.commit_bytes(old, s, ts);
                 return Ok(());
@@ -803,6 +833,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             lost_wrap: l.wrap.load(Relaxed),
             lost_big: l.big.load(Relaxed),
             lost_nested: l.nested.load(Relaxed),
+            lost_fenced: l.fenced.load(Relaxed),
             overrun: l.overrun.load(Relaxed),
         }
     }

@@ -16,6 +16,11 @@ pub struct WriterWords<W> {
     /// Timestamp of the latest reservation, for compact event headers. Racy by
     /// design: a stale value may only make a header larger (see `Client`).
     pub last_timestamp: W,
+    /// Sequence-written buffers only (docs/ARCHITECTURE.md §10): the `write` value
+    /// `last_timestamp` belongs to. Stored before `last_timestamp` by every actor
+    /// that moves `write`, so `last_at == write` vouches for `last_timestamp`
+    /// being the timestamp of the record that ends at `write`.
+    pub last_at: W,
 }
 
 /// Loss counters, each kept apart. Written by writers only, on slow paths.
@@ -34,6 +39,9 @@ pub struct LossWords<W> {
     pub nested: W,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: W,
+    /// Events dropped on the rseq path because a remote switch held the buffer's
+    /// fence too long (docs/ARCHITECTURE.md §10).
+    pub fenced: W,
 }
 
 /// Words the reader modifies (always full atomics).
@@ -46,6 +54,9 @@ pub struct ReaderWords<S> {
     pub spare: S,
     /// Non-zero while a [`crate::Reader`] is attached; makes the reader unique.
     pub attached: S,
+    /// Sequence-written buffers only (§10): non-zero while a remote actor (the
+    /// consumer's switch) owns the writer words; sequences check it is 0.
+    pub fence: S,
 }
 
 /// Per-slot words (one slot per logical sub-buffer). The first cache line holds

@@ -40,6 +40,7 @@ pub mod id;
 mod nesting;
 mod reader;
 mod region;
+pub mod seq;
 mod word;
 
 pub use buffer::{Buffer, Reservation, ReserveError, Stats, Switch, SwitchError};

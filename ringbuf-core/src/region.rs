@@ -32,7 +32,7 @@ use crate::word::{Flavour, LocalWord, SharedWord, Word};
 /// Magic at the start of every region.
 pub const REGION_MAGIC: [u8; 8] = *b"RINGBUF\0";
 /// Version of the layout described here.
-pub const REGION_VERSION: u32 = 2;
+pub const REGION_VERSION: u32 = 3;
 /// Written in native byte order; reads back differently on the other endianness.
 pub const ENDIAN_TAG: u32 = 0x0102_0304;
 /// Bytes reserved for the header.
@@ -70,11 +70,14 @@ pub enum Field {
     ContentSize,
     Discarded,
     Id,
+    LastAt,
+    Fence,
+    LostFenced,
 }
 
 impl Field {
     /// Number of fields.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 22;
 }
 
 type W = SharedWord;
@@ -98,6 +101,9 @@ const FIELDS: FieldTable = [
     offset_of!(SlotWords<W, W>, content) as u16,
     offset_of!(SlotWords<W, W>, discarded) as u16,
     offset_of!(SlotWords<W, W>, id) as u16,
+    offset_of!(WriterWords<W>, last_at) as u16,
+    offset_of!(ReaderWords<W>, fence) as u16,
+    offset_of!(LossWords<W>, fenced) as u16,
 ];
 
 /// The self-describing region header, in native byte order.

@@ -49,6 +49,7 @@ fn writer<C: ringbuf_core::Mapped, K: Client, T: Clock>(
                 ReserveError::Wrap => log.wrap += 1,
                 ReserveError::Nested => log.nested += 1,
                 ReserveError::TooBig => log.big += 1,
+                ReserveError::Fenced => unreachable!("no rseq path here"),
             }
             std::thread::yield_now();
         }

@@ -81,8 +81,9 @@ pub struct ChannelHeader {
     pub nesting_limit: u32,
     /// Process id of the producer that created the channel.
     pub producer_pid: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// How the writers update the buffers: a [`WritePath`] (0, `Shared`, in files
+    /// from before it existed, where this word was reserved and zero).
+    pub writers: u32,
     /// Offset of the thread-slot table.
     pub threads_offset: u64,
     /// The clock of every timestamp in the channel.
@@ -462,18 +463,51 @@ pub(crate) fn header_config(
     Ok((*h, config, layout))
 }
 
+/// How a channel's writers update its buffers (recorded in [`ChannelHeader`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum WritePath {
+    /// Reserve and commit with full atomics (LOCK CAS), or local ones on
+    /// per-thread buffers: any writer may close a packet, commit counters count.
+    Shared = 0,
+    /// Per-CPU restartable sequences (docs/ARCHITECTURE.md §10): everything behind
+    /// `write` is committed, only delivery may be missing; only the producer's
+    /// process may switch the buffers (fence and `membarrier`).
+    Rseq = 1,
+}
+
+impl WritePath {
+    /// Decodes the header word; `None` for an unknown value.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Shared),
+            1 => Some(Self::Rseq),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WritePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Shared => "shared (LOCK CAS reserve/commit)",
+            Self::Rseq => "rseq (per-CPU restartable sequences)",
+        })
+    }
+}
+
 /// Writes a new channel's header and metadata into `shm` (which must be
 /// `layout.size` bytes); the regions are the caller's to initialise, and the
 /// thread-slot table starts zeroed (every slot free) in a new file.
 pub(crate) fn write_header(
     shm: &Shm,
-    config: &Config,
+    options: &crate::ChannelOptions<'_>,
     layout: &ChannelLayout,
-    buffers: u32,
-    format: u32,
     clock: ChannelClock,
     metadata: &str,
+    writers: WritePath,
 ) {
+    let (config, buffers, format) = (&options.config, options.buffers, options.format);
     let header = ChannelHeader {
         magic: CHANNEL_MAGIC,
         version: CHANNEL_VERSION,
@@ -492,7 +526,7 @@ pub(crate) fn write_header(
         nesting_limit: config.nesting_limit,
         // SAFETY: getpid has no preconditions.
         producer_pid: unsafe { libc::getpid() } as u32,
-        reserved: 0,
+        writers: writers as u32,
         threads_offset: layout.threads_offset,
         clock,
     };

@@ -28,7 +28,7 @@ use ringbuf_core::{
 };
 
 use crate::backing::Shm;
-use crate::channel::{self, ChannelError, ChannelHeader, MetadataCursor};
+use crate::channel::{self, ChannelError, ChannelHeader, MetadataCursor, WritePath};
 use crate::guard;
 use crate::producer::wakeup_path;
 use crate::slots::{SlotLosses, SlotState, SlotTable};
@@ -351,6 +351,12 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         self.header.producer_pid
     }
 
+    /// How the producer's writers update the buffers (`None`: an unknown value in
+    /// the header, from a newer or hostile producer).
+    pub fn write_path(&self) -> Option<WritePath> {
+        WritePath::from_u32(self.header.writers)
+    }
+
     /// Counters of buffer `index` (as the region says: untrusted); `None` if there
     /// is no such buffer or the file was truncated.
     pub fn stats(&self, index: u32) -> Option<ringbuf_core::Stats> {
@@ -630,7 +636,11 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
     /// periodically); returns whether the packets are closed already.
     ///
     /// On a per-CPU (shared-flavour) channel it closes them itself: the consumer is
-    /// one more writer, which that flavour allows; returns true. A per-thread
+    /// one more writer, which that flavour allows; returns true. On a per-CPU
+    /// channel written by rseq sequences ([`WritePath::Rseq`]) it switches under
+    /// the buffer's fence after a `membarrier` if it runs in the producer's process
+    /// (true), and cannot from another process (false: packets close as they fill).
+    /// A per-thread
     /// channel's buffers are never written by a consumer (the local flavour's
     /// contract: all writers on one CPU at a time), so there it *requests* a switch
     /// of every owned slot, which the owner honours on its next event with
@@ -647,9 +657,28 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         // file raises SIGBUS.
         let watch = guard::watch(&self.shm);
         let local = W::FLAVOUR == Flavour::Local;
+        let rseq = WritePath::from_u32(self.header.writers) == Some(WritePath::Rseq);
+        // An rseq channel's buffers are switched under a fence after a membarrier
+        // that reaches the producer's threads: only from the producer's process.
+        // SAFETY: getpid has no preconditions.
+        let same_process = self.header.producer_pid == unsafe { libc::getpid() } as u32;
+        let sequencer = if rseq && same_process {
+            crate::rseq::Rseq::get().ok()
+        } else {
+            None
+        };
+        let mut switched = !local;
         for (index, b) in (0..).zip(&self.buffers) {
             if local {
                 self.slots.request_switch(index);
+            } else if let Some(seq) = &sequencer {
+                // SAFETY: the producer's buffers are written by `write_seq` only and it
+                // registered the barrier for this, its own, process.
+                let _ = unsafe { b.switch_fenced(seq, kind) };
+            } else if rseq {
+                // Another process: its packets close as they fill (the documented
+                // limit of the rseq path).
+                switched = false;
             } else {
                 let _ = b.switch(kind);
             }
@@ -657,7 +686,7 @@ impl<W: Word, K: Client, T: Clock> Consumer<W, K, T> {
         if watch.truncated() {
             self.truncated.store(true, Relaxed);
         }
-        !local
+        switched
     }
 }
 

@@ -18,13 +18,14 @@ pub mod guard;
 mod per_thread;
 mod producer;
 mod recovery;
+pub mod rseq;
 mod slots;
 mod wakeup;
 
 pub use backing::{recv_fd, send_fd, BackingError, Shm};
 pub use channel::{
     append_metadata, check_metadata, check_metadata_update, ChannelClock, ChannelError,
-    ChannelHeader, ChannelLayout, ClockError, CHANNEL_MAGIC, CHANNEL_VERSION,
+    ChannelHeader, ChannelLayout, ClockError, WritePath, CHANNEL_MAGIC, CHANNEL_VERSION,
     CLOCK_DESCRIPTION_BYTES, CLOCK_NAME_BYTES, MAX_METADATA, METADATA_ROOM,
 };
 pub use consumer::{

@@ -41,7 +41,7 @@ use ringbuf_core::{
 };
 
 use crate::backing::Shm;
-use crate::channel::ChannelError;
+use crate::channel::{ChannelError, WritePath};
 use crate::producer::{current_tid, with_nesting, Backing, ChannelBuffer, ChannelOptions, Parts};
 use crate::slots::{Loss, SlotLosses, SlotState, SlotTable};
 use crate::wakeup::{Notify, Wakeup};
@@ -131,7 +131,8 @@ impl<K: Client + 'static, T: Clock + 'static> PerThreadChannel<K, T> {
         // to thread only through the slot table's CASes, which order the previous
         // owner's writes before the next owner's (see `slots.rs`); a consumer never
         // writes it.
-        let parts = unsafe { Parts::create(backing, options, metadata, client, clock)? };
+        let parts =
+            unsafe { Parts::create(backing, options, metadata, client, clock, WritePath::Shared)? };
         Ok(Self {
             inner: Arc::new(Inner {
                 // Relaxed: only uniqueness matters.

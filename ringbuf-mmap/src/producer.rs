@@ -15,13 +15,15 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use ringbuf_core::ctf::{self, ClockDescription, EventError, EventSchema, Value};
+use ringbuf_core::seq::SeqError;
 use ringbuf_core::{
     Buffer, Client, Clock, Config, Nesting, Region, ReserveError, SharedWord, Stats, Switch,
     SwitchError, Word,
 };
 
 use crate::backing::Shm;
-use crate::channel::{self, ChannelClock, ChannelError, ChannelLayout};
+use crate::channel::{self, ChannelClock, ChannelError, ChannelLayout, WritePath};
+use crate::rseq::Rseq;
 use crate::slots::SlotTable;
 use crate::wakeup::{Notify, Wakeup};
 
@@ -144,6 +146,7 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
         metadata: &str,
         mut client: impl FnMut(u32) -> K,
         mut clock: impl FnMut(u32) -> T,
+        writers: WritePath,
     ) -> Result<Self, ChannelError> {
         let config = options.config;
         let layout = ChannelLayout::new(&config, options.buffers, metadata.len() as u64)?;
@@ -165,15 +168,7 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
                 (shm, wakeup, Some(path))
             }
         };
-        channel::write_header(
-            &shm,
-            &config,
-            &layout,
-            options.buffers,
-            options.format,
-            recorded_clock,
-            metadata,
-        );
+        channel::write_header(&shm, options, &layout, recorded_clock, metadata, writers);
         let mut buffers = Vec::with_capacity(options.buffers as usize);
         for index in 0..options.buffers {
             // SAFETY: the mapping lives in the returned struct, after the buffers in
@@ -197,14 +192,22 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
     }
 }
 
-/// One shared-flavour buffer per CPU in shared memory.
+/// One buffer per CPU in shared memory, written through the shared flavour or,
+/// when asked and available, by restartable sequences ([`WritePath`]).
 pub struct PerCpuChannel<K: Client, T: Clock> {
     parts: Parts<SharedWord, K, T>,
+    /// `Some` when the buffers are written by rseq sequences only.
+    rseq: Option<Rseq>,
 }
+
+/// Largest schema-described event [`PerCpuChannel::write_event`] stages on the
+/// stack on the rseq path; larger ones count as `lost_big` there.
+pub const RSEQ_EVENT_STAGE: usize = 4096;
 
 impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// Creates the channel: `client(i)` and `clock(i)` make buffer `i`'s format and
     /// clock; `metadata` is stored in the channel for consumers and crash recovery.
+    /// Writers use the shared flavour (see [`PerCpuChannel::create_rseq`]).
     pub fn create(
         backing: Backing<'_>,
         options: &ChannelOptions<'_>,
@@ -213,11 +216,54 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
         clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
         // SAFETY: shared flavour: no contract.
-        let parts = unsafe { Parts::create(backing, options, metadata, client, clock)? };
-        Ok(Self { parts })
+        let parts =
+            unsafe { Parts::create(backing, options, metadata, client, clock, WritePath::Shared)? };
+        Ok(Self { parts, rseq: None })
     }
 
-    /// The buffer of the calling thread's CPU.
+    /// As [`PerCpuChannel::create`], with writers on restartable sequences
+    /// (docs/ARCHITECTURE.md §10) when they are available: glibc registered rseq,
+    /// `RINGBUF_RSEQ` is not `off`, `membarrier` RSEQ registers, and there is a
+    /// buffer for every possible CPU. Otherwise the shared flavour, as `create`;
+    /// [`PerCpuChannel::write_path`] says which.
+    ///
+    /// On the rseq path only [`PerCpuChannel::write`], [`PerCpuChannel::write_event`]
+    /// and [`PerCpuChannel::switch_all`] may write the buffers (no
+    /// [`Buffer::reserve`] on [`PerCpuChannel::current`]'s buffer, no consumer
+    /// switch from another process).
+    pub fn create_rseq(
+        backing: Backing<'_>,
+        options: &ChannelOptions<'_>,
+        metadata: &str,
+        client: impl FnMut(u32) -> K,
+        clock: impl FnMut(u32) -> T,
+    ) -> Result<Self, ChannelError> {
+        let rseq = Rseq::get()
+            .ok()
+            .filter(|r| options.buffers >= possible_cpus() && r.register_barrier().is_ok());
+        let writers = if rseq.is_some() {
+            WritePath::Rseq
+        } else {
+            WritePath::Shared
+        };
+        // SAFETY: shared words; on the rseq path every writer goes through
+        // `write_seq` with its own CPU (this type's methods), remote switches through
+        // `switch_fenced`.
+        let parts = unsafe { Parts::create(backing, options, metadata, client, clock, writers)? };
+        Ok(Self { parts, rseq })
+    }
+
+    /// How the writers update the buffers.
+    pub fn write_path(&self) -> WritePath {
+        if self.rseq.is_some() {
+            WritePath::Rseq
+        } else {
+            WritePath::Shared
+        }
+    }
+
+    /// The buffer of the calling thread's CPU. On the rseq path, for reading its
+    /// counters only (see [`PerCpuChannel::create_rseq`]).
     #[inline(always)]
     pub fn current(&self) -> &ChannelBuffer<SharedWord, K, T> {
         let buffers = &self.parts.buffers;
@@ -227,7 +273,31 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// Writes one event of raw payload to the current CPU's buffer.
     #[inline]
     pub fn write(&self, event_id: u32, payload: &[u8]) -> Result<(), ReserveError> {
-        with_nesting(|nest| self.current().write(nest, event_id, payload))
+        match self.rseq {
+            None => with_nesting(|nest| self.current().write(nest, event_id, payload)),
+            Some(rseq) => self.write_rseq(rseq, event_id, payload),
+        }
+    }
+
+    #[inline]
+    fn write_rseq(&self, rseq: Rseq, event_id: u32, payload: &[u8]) -> Result<(), ReserveError> {
+        let buffers = &self.parts.buffers;
+        loop {
+            // A thread glibc did not create has no rseq area, and a CPU beyond the
+            // buffers cannot be (`create_rseq` made one per possible CPU): counted as
+            // a stuck writer would be.
+            let cpu = rseq.cpu();
+            let Some((cpu, buffer)) = cpu.and_then(|c| Some((c, buffers.get(c as usize)?))) else {
+                return Err(self.current().lose(ReserveError::Wrap));
+            };
+            // SAFETY: shared words are u64-sized; every writer of `buffer` runs
+            // `write_seq` with its CPU (above), remote switches use `switch_fenced`.
+            match unsafe { buffer.write_seq(&rseq, cpu, event_id, payload) } {
+                Ok(()) => return Ok(()),
+                Err(SeqError::Reserve(e)) => return Err(e),
+                Err(SeqError::Moved) => continue,
+            }
+        }
     }
 
     /// Writes one schema-described event to the current CPU's buffer.
@@ -237,7 +307,18 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
         schema: &EventSchema,
         values: &[Value<'_>],
     ) -> Result<(), EventError> {
-        with_nesting(|nest| ctf::write_event(self.current(), nest, schema, values))
+        let Some(rseq) = self.rseq else {
+            return with_nesting(|nest| ctf::write_event(self.current(), nest, schema, values));
+        };
+        let mut stage = [0u8; RSEQ_EVENT_STAGE];
+        match ctf::encode_event(schema, values, &mut stage).map_err(EventError::Schema)? {
+            Some(len) => self
+                .write_rseq(rseq, schema.id, &stage[..len])
+                .map_err(EventError::Reserve),
+            None => Err(EventError::Reserve(
+                self.current().lose(ReserveError::TooBig),
+            )),
+        }
     }
 
     /// All buffers, indexed by CPU.
@@ -248,11 +329,23 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
     /// Switches every buffer (e.g. `Active` from a periodic timer for live reading,
     /// `Flush` at the end); returns the first error.
     pub fn switch_all(&self, kind: Switch) -> Result<(), SwitchError> {
-        self.parts
-            .buffers
-            .iter()
-            .map(|b| b.switch(kind))
+        (0..self.parts.buffers.len())
+            .map(|i| self.switch(i, kind))
             .fold(Ok(()), Result::and)
+    }
+
+    /// Switches buffer `index` (the way this channel's writers allow: under the
+    /// fence on the rseq path); `Ok` for an index out of range.
+    pub fn switch(&self, index: usize, kind: Switch) -> Result<(), SwitchError> {
+        let Some(b) = self.parts.buffers.get(index) else {
+            return Ok(());
+        };
+        match self.rseq {
+            None => b.switch(kind),
+            // SAFETY: this channel's buffers, written by `write_seq` only; the
+            // barrier reaches its writers (this process registered it).
+            Some(rseq) => unsafe { b.switch_fenced(&rseq, kind) },
+        }
     }
 
     /// Counters of every buffer.

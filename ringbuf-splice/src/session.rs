@@ -865,6 +865,13 @@ pub struct Counters {
     pub lost_big: u64,
     /// Events beyond the nesting limit (signal handlers nested too deep).
     pub lost_nested: u64,
+    /// rseq path only: events dropped while a consumer's switch held their buffer.
+    pub lost_fenced: u64,
+    /// Whether the writers used per-CPU restartable sequences (docs/ARCHITECTURE.md
+    /// §10). A session's events reserve in place (typed fields, the event context),
+    /// which the rseq path does not offer: always false for now, shared or
+    /// per-thread writers.
+    pub rseq: bool,
     /// Packets overwritten before they were exported (overwrite mode).
     pub overrun: u64,
     /// Per-thread buffers: events of threads that found no free slot.
@@ -899,6 +906,7 @@ impl Counters {
             + self.lost_wrap
             + self.lost_big
             + self.lost_nested
+            + self.lost_fenced
             + self.lost_no_slot
             + self.lost_unregistered
             + self.lost_no_class
@@ -909,6 +917,7 @@ impl Counters {
         self.lost_wrap += s.lost_wrap;
         self.lost_big += s.lost_big;
         self.lost_nested += s.lost_nested;
+        self.lost_fenced += s.lost_fenced;
         self.overrun += s.overrun;
     }
 }
@@ -1143,6 +1152,9 @@ impl Session {
         let mut counters = Counters::default();
         for s in self.shared.stats() {
             counters.add(&s);
+        }
+        if let Channel::PerCpu(c) = &self.shared.channel {
+            counters.rseq = c.write_path() == ringbuf_mmap::WritePath::Rseq;
         }
         if let Channel::PerThread(c) = &self.shared.channel {
             let slots = c.losses();

@@ -8,11 +8,13 @@
 //! `tsc_only`, `floor`,
 //! `floor_lock_cas`, `shared_overwrite`, `local_overwrite`, `shared_discard`,
 //! `local_discard`, the same four prefixed with `ctf_`, `arrayqueue_force_push`,
-//! `mpsc_sync_channel`, `rtrb_chunk`, `bbqueue_grant`); payloads 8, 16, 64 or 256.
+//! `mpsc_sync_channel`, `rtrb_chunk`, `bbqueue_grant`), and a per-CPU channel
+//! through the shared or the rseq path (`percpu_shared_overwrite`,
+//! `percpu_rseq_overwrite`); payloads 8, 16, 64 or 256.
 //! The loop is the benches' own (`time_events`), drains of the discard-mode and
 //! SPSC systems included (one per batch of thousands of events).
 
-use benches::ours::Format;
+use benches::ours::{percpu_channel, Format, PerCpuSink};
 use benches::peers::{new_bbqueue, ArrayQueuePeer, BbqueuePeer, MpscPeer, RtrbPeer};
 use benches::{
     config, payload, time_events, Floor, LockFloor, Memory, RdtscBare, Ringbuf, Sink, TscOnly,
@@ -54,6 +56,8 @@ fn run<const N: usize>(system: &str, events: u64) -> bool {
         "mpsc_sync_channel" => go::<N, _>(&mut MpscPeer::<N>::new(), events),
         "rtrb_chunk" => go::<N, _>(&mut RtrbPeer::new(), events),
         "bbqueue_grant" => go::<N, _>(&mut BbqueuePeer::new(&new_bbqueue()), events),
+        "percpu_shared_overwrite" => go::<N, _>(&mut PerCpuSink(&percpu_channel(false)), events),
+        "percpu_rseq_overwrite" => go::<N, _>(&mut PerCpuSink(&percpu_channel(true)), events),
         _ => return run_ours::<N, RawRecords>(system, events),
     }
     true

@@ -77,13 +77,36 @@ pub fn write_event<C: Control, K: Client, T: Clock>(
     let mut r = buf
         .reserve(nest, schema.id, size)
         .map_err(EventError::Reserve)?;
-    let mut at = 0;
-    for (field, value) in schema.fields.iter().zip(values) {
-        at = value.encode(field.ty, at, &mut |offset, bytes| {
-            let written = r.write_at(offset, bytes);
-            debug_assert!(written, "encoded size checked above");
-        });
-    }
+    encode_fields(schema, values, &mut |offset, bytes| {
+        let written = r.write_at(offset, bytes);
+        debug_assert!(written, "encoded size checked above");
+    });
     r.commit();
     Ok(())
+}
+
+/// Encodes `values` (checked against `schema`) into `out`, as [`write_event`]
+/// would into a reservation; the encoded length, or `None` if it exceeds
+/// `out.len()` (nothing written). For write paths that stage an event first.
+pub fn encode_event(
+    schema: &EventSchema,
+    values: &[Value<'_>],
+    out: &mut [u8],
+) -> Result<Option<usize>, SchemaMismatch> {
+    let size = encoded_size(schema, values)?;
+    let Some(out) = out.get_mut(..size) else {
+        return Ok(None);
+    };
+    encode_fields(schema, values, &mut |offset, bytes| {
+        out[offset..offset + bytes.len()].copy_from_slice(bytes);
+    });
+    Ok(Some(size))
+}
+
+/// Encodes each field through `put(offset, bytes)`.
+fn encode_fields(schema: &EventSchema, values: &[Value<'_>], put: &mut impl FnMut(usize, &[u8])) {
+    let mut at = 0;
+    for (field, value) in schema.fields.iter().zip(values) {
+        at = value.encode(field.ty, at, put);
+    }
 }

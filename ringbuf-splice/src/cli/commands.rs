@@ -343,6 +343,10 @@ fn print_stat<W: Word>(consumer: &Consumer<W>) {
         "gone"
     };
     say!("{kind} channel, producer pid {pid} ({alive})");
+    match consumer.write_path() {
+        Some(path) => say!("writers: {path}"),
+        None => say!("writers: unknown write path in the header"),
+    }
     say!(
         "{buffer:>6}      written        read   lost_full   lost_wrap    lost_big lost_nested     overrun"
     );

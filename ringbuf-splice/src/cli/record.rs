@@ -250,7 +250,8 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         prefault: true,
         clock: trace.clock,
     };
-    let channel = PerCpuChannel::create(
+    // Restartable sequences when available (RINGBUF_RSEQ=off: the shared path).
+    let channel = PerCpuChannel::create_rseq(
         backing,
         &options,
         &metadata,
@@ -326,6 +327,7 @@ fn record(w: &Workload, config: Config, buffer_dir: Option<&Path>) -> Result<(),
         relayd: streaming.is_some(),
         snapshots: ran.snapshots,
         flight_recorder: w.flight_recorder,
+        write_path: channel.write_path(),
     });
     let streamed = match (&streaming, exported) {
         (Some(streaming), Some(exported)) => streaming.report(&exported, output),
@@ -577,8 +579,8 @@ fn writer(
 /// second final packet).
 fn flush(channel: &Channel, wait: bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    for (cpu, buffer) in channel.buffers().iter().enumerate() {
-        while let Err(e) = buffer.switch(Switch::Flush) {
+    for cpu in 0..channel.buffers().len() {
+        while let Err(e) = channel.switch(cpu, Switch::Flush) {
             if !wait || Instant::now() > deadline {
                 tell!("warning: cpu {cpu}: no final packet ({e}); its last losses are not in the trace");
                 break;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ringbuf_core::{Config, Stats};
+use ringbuf_mmap::WritePath;
 use ringbuf_splice::export_loop::ExportStats;
 
 use super::out::say;
@@ -31,10 +32,12 @@ pub struct Run<'a> {
     pub snapshots: (u32, u64),
     /// Overwrite mode exported only at the end (and on SIGUSR1).
     pub flight_recorder: bool,
+    /// How the writers updated the buffers.
+    pub write_path: WritePath,
 }
 
 /// Each loss counter: its name, its value, and what it means.
-fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 4] {
+fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 5] {
     [
         (
             "lost_full",
@@ -58,6 +61,12 @@ fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 4] {
             "events written deeper than the nesting limit (signal handlers interrupting \
              events being written)",
         ),
+        (
+            "lost_fenced",
+            s.lost_fenced,
+            "events dropped on the rseq path while a switch from the consumer held their \
+             buffer too long (the consumer preempted in the middle of it)",
+        ),
     ]
 }
 
@@ -65,6 +74,7 @@ fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 4] {
 /// sentence for every loss counter that is not zero.
 pub fn print(run: &Run<'_>) {
     let s = run.config.subbuf_size;
+    say!("writers: {}", run.write_path);
     say!("cpu     written overwritten   lost_full   lost_wrap    lost_big lost_nested");
     for (cpu, st) in run.stats.iter().enumerate() {
         say!(
@@ -85,6 +95,7 @@ pub fn print(run: &Run<'_>) {
         t.lost_wrap += st.lost_wrap;
         t.lost_big += st.lost_big;
         t.lost_nested += st.lost_nested;
+        t.lost_fenced += st.lost_fenced;
         t
     });
     let lost = losses.events_discarded();

@@ -1,0 +1,438 @@
+//! Restartable sequences (Linux rseq): one per-CPU commit primitive.
+//!
+//! glibc (2.35 and later) registers an rseq area for every thread it creates and
+//! exports where it is: `__rseq_offset` (from the thread pointer, the `fs` base on
+//! x86-64) and `__rseq_size` (0 when registration is off, e.g. with
+//! `GLIBC_TUNABLES=glibc.pthread.rseq=0`). [`Rseq::get`] looks both up once with
+//! `dlsym`; `RINGBUF_RSEQ=off` in the environment disables rseq as well.
+//!
+//! [`Rseq::commit`] runs one restartable sequence, described by an [`Op`]: it
+//! checks that the thread runs on the expected CPU and that two words hold expected
+//! values, copies up to a few byte segments, makes two non-committing stores and
+//! then exactly one committing store, its last instruction. The kernel moves the
+//! instruction pointer to the abort handler if the thread is preempted, migrated or
+//! signalled between the first check and that store, so the sequence either
+//! happens entirely on that CPU with nothing else of this CPU running in between,
+//! or its committing store does not happen (the copies and non-committing stores
+//! before it may have; callers design their words so that this is harmless). See
+//! docs/ARCHITECTURE.md, "Restartable sequences".
+//!
+//! x86-64 Linux only; elsewhere [`Rseq::get`] returns `None` and callers keep
+//! their shared-flavour path.
+
+/// Why rseq is not in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// `RINGBUF_RSEQ=off` in the environment.
+    Disabled,
+    /// glibc does not export `__rseq_offset`/`__rseq_size` (too old, or not glibc).
+    NoGlibcSupport,
+    /// glibc did not register rseq (`__rseq_size` is 0: the kernel lacks rseq, or
+    /// `GLIBC_TUNABLES=glibc.pthread.rseq=0`).
+    NotRegistered,
+    /// Not x86-64 Linux: the sequence is written for x86-64 only.
+    UnsupportedTarget,
+}
+
+impl core::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Disabled => "disabled by RINGBUF_RSEQ=off",
+            Self::NoGlibcSupport => "glibc does not export __rseq_offset/__rseq_size",
+            Self::NotRegistered => "glibc did not register rseq (__rseq_size is 0)",
+            Self::UnsupportedTarget => "rseq sequences exist for x86-64 Linux only",
+        })
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+pub use ringbuf_core::seq::{Op, Outcome, Segment, Sequencer, WordOp, MAX_SEGMENTS};
+
+/// The rseq area of the calling thread (the kernel's `struct rseq`, first fields).
+#[repr(C)]
+struct Area {
+    cpu_id_start: u32,
+    cpu_id: u32,
+    rseq_cs: u64,
+}
+
+/// rseq as registered by glibc for this process.
+#[derive(Clone, Copy, Debug)]
+pub struct Rseq {
+    /// `__rseq_offset`: from the thread pointer to the calling thread's area.
+    offset: isize,
+}
+
+impl Rseq {
+    /// rseq for this process, or why not. Looks up glibc's symbols once (not on the
+    /// event path: call it at channel creation).
+    pub fn get() -> Result<Self, Unavailable> {
+        static FOUND: std::sync::OnceLock<Result<Rseq, Unavailable>> = std::sync::OnceLock::new();
+        *FOUND.get_or_init(Self::lookup)
+    }
+
+    fn lookup() -> Result<Self, Unavailable> {
+        if std::env::var_os("RINGBUF_RSEQ").is_some_and(|v| v == "off") {
+            return Err(Unavailable::Disabled);
+        }
+        if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            return Err(Unavailable::UnsupportedTarget);
+        }
+        // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; the results are
+        // only dereferenced when non-null, as the types glibc documents
+        // (`const ptrdiff_t __rseq_offset`, `const unsigned int __rseq_size`).
+        unsafe {
+            let offset = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+            let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+            if offset.is_null() || size.is_null() {
+                return Err(Unavailable::NoGlibcSupport);
+            }
+            if *(size as *const u32) == 0 {
+                return Err(Unavailable::NotRegistered);
+            }
+            Ok(Self {
+                offset: *(offset as *const isize),
+            })
+        }
+    }
+
+    /// The calling thread's area.
+    #[inline(always)]
+    fn area(self) -> *mut Area {
+        thread_pointer().wrapping_offset(self.offset) as *mut Area
+    }
+
+    /// The CPU the calling thread runs on (the area's `cpu_id_start`: always a
+    /// valid CPU number once registered), or `None` if this thread has no area
+    /// registered (a thread not created by glibc).
+    #[inline(always)]
+    pub fn cpu(self) -> Option<u32> {
+        // SAFETY: glibc's area of the calling thread lives as long as the thread;
+        // the kernel updates it, so read it volatile.
+        let cpu = unsafe { core::ptr::addr_of!((*self.area()).cpu_id).read_volatile() };
+        // RSEQ_CPU_ID_UNINITIALIZED (-1) and REGISTRATION_FAILED (-2).
+        (cpu < u32::MAX - 1).then(|| {
+            // SAFETY: as above.
+            unsafe { core::ptr::addr_of!((*self.area()).cpu_id_start).read_volatile() }
+        })
+    }
+
+    /// Runs `op` as one restartable sequence.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `op` (the compared and stored words, the first
+    /// `segment_count` segments) is valid for its access, and the caller's
+    /// protocol makes the writes of a sequence that commits, and the partial writes
+    /// of one that aborts, harmless to every other thread.
+    #[inline(always)]
+    pub unsafe fn commit(self, op: &Op) -> Outcome {
+        debug_assert!(op.segment_count as usize <= MAX_SEGMENTS);
+        // SAFETY: forwarded from the caller; the area is the calling thread's.
+        let status = unsafe { sequence(self.area(), op) };
+        match status {
+            0 => Outcome::Committed,
+            1 => Outcome::Changed,
+            _ => Outcome::Aborted,
+        }
+    }
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: libc::c_long = 1 << 7;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: libc::c_long = 1 << 8;
+
+impl Rseq {
+    /// Registers this process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`,
+    /// which remote switches need ([`Sequencer::barrier`]); idempotent. The error
+    /// is the kernel's (Linux < 5.10 lacks the command).
+    pub fn register_barrier(self) -> std::io::Result<()> {
+        // SAFETY: membarrier with a command and flags 0 has no memory effects on us.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ,
+                0,
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+// SAFETY: `run` is the rseq sequence of this module (its committing store is the
+// last instruction of the critical section, whose CPU check is its first), and
+// `barrier` is membarrier PRIVATE_EXPEDITED_RSEQ: on return, every thread of this
+// process that was inside a sequence has been interrupted, so it aborts.
+unsafe impl Sequencer for Rseq {
+    #[inline(always)]
+    fn cpu(&self) -> Option<u32> {
+        Rseq::cpu(*self)
+    }
+    #[inline(always)]
+    unsafe fn run(&self, op: &Op) -> Outcome {
+        // SAFETY: forwarded.
+        unsafe { self.commit(op) }
+    }
+    fn barrier(&self) {
+        // SAFETY: as in `register_barrier`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+                0,
+                0,
+            )
+        };
+        // Registration is checked when a channel chooses rseq; only then does it
+        // call this.
+        assert_eq!(
+            rc,
+            0,
+            "membarrier(PRIVATE_EXPEDITED_RSEQ) failed after registration: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The thread pointer (`fs:0` holds it on x86-64 Linux).
+#[inline(always)]
+fn thread_pointer() -> *mut u8 {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp: *mut u8;
+        // SAFETY: on x86-64 Linux `fs:0` holds the thread pointer (the TCB's
+        // self-pointer); reading it has no side effect.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:0", out(reg) tp,
+                options(nostack, readonly, preserves_flags, pure))
+        };
+        tp
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        core::ptr::null_mut() // never used: `Rseq::get` refuses these targets
+    }
+}
+
+/// The sequence: status 0 committed, 1 changed, 2 aborted.
+///
+/// Copies go eight bytes at a time (unaligned `mov`s), then byte by byte.
+///
+/// Shape (after librseq's x86-64 sequences): the descriptor (`struct rseq_cs`,
+/// 32-byte aligned, in section `__rseq_cs`, listed in `__rseq_cs_ptr_array`)
+/// covers `3:` up to `4:` (the end of the committing store); the abort handler
+/// `5:` is preceded by the signature glibc registered (`RSEQ_SIG`, 0x53053053,
+/// after the `ud1` opcode bytes so that it disassembles as one instruction); the
+/// early exit `6:` is listed in `__rseq_exit_point_array` for debuggers. No call,
+/// no stack use inside. The cargo features `rseq-mutant-no-cpu-check` (no CPU
+/// comparison) and `rseq-mutant-commit-before-copy` (the committing store moved
+/// before the copies) are deliberately broken builds that the tests must catch.
+///
+/// # Safety
+///
+/// As for [`Rseq::commit`]; `area` is the calling thread's registered area.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
+    let status: u64;
+    // SAFETY: the caller's contract; the assembly only touches `op`'s pointers and
+    // the area's `rseq_cs` and `cpu_id`, and clobbers the declared registers.
+    unsafe {
+        core::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "9:",
+            ".long 0, 0",
+            ".quad 3f, (4f - 3f), 5f",
+            ".popsection",
+            ".pushsection __rseq_cs_ptr_array, \"aw\"",
+            ".quad 9b",
+            ".popsection",
+            ".pushsection __rseq_exit_point_array, \"aw\"",
+            ".quad 3f, 6f",
+            ".popsection",
+            // Arm the sequence: rseq_cs = &descriptor.
+            "lea rax, [rip + 9b]",
+            "mov qword ptr [{area} + 8], rax",
+            "3:",
+            // On the expected CPU?
+            "mov eax, dword ptr [{area} + 4]",
+            #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
+            "cmp rax, qword ptr [{op}]",
+            #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
+            "jne 6f",
+            // Both expected words.
+            "mov rcx, qword ptr [{op} + 8]",
+            "mov rax, qword ptr [rcx]",
+            "cmp rax, qword ptr [{op} + 16]",
+            "jne 6f",
+            "mov rcx, qword ptr [{op} + 24]",
+            "mov rax, qword ptr [rcx]",
+            "cmp rax, qword ptr [{op} + 32]",
+            "jne 6f",
+            // (Mutant: the committing store first, before the copies.)
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov rcx, qword ptr [{op} + 176]",
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov rax, qword ptr [{op} + 184]",
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov qword ptr [rcx], rax",
+            // The segments.
+            "lea r8, [{op} + 40]",
+            "mov r9, qword ptr [{op} + 136]",
+            "7:",
+            "test r9, r9",
+            "jz 8f",
+            "mov r10, qword ptr [r8]",
+            "mov r11, qword ptr [r8 + 8]",
+            "mov rcx, qword ptr [r8 + 16]",
+            // Eight bytes at a time, then the tail byte by byte.
+            "25:",
+            "cmp rcx, 8",
+            "jb 22f",
+            "mov rax, qword ptr [r11]",
+            "mov qword ptr [r10], rax",
+            "add r10, 8",
+            "add r11, 8",
+            "sub rcx, 8",
+            "jmp 25b",
+            "22:",
+            "test rcx, rcx",
+            "jz 23f",
+            "mov al, byte ptr [r11]",
+            "mov byte ptr [r10], al",
+            "inc r10",
+            "inc r11",
+            "dec rcx",
+            "jmp 22b",
+            "23:",
+            "add r8, 24",
+            "dec r9",
+            "jmp 7b",
+            "8:",
+            // Two non-committing stores, then the committing one, last.
+            "mov rcx, qword ptr [{op} + 144]",
+            "mov rax, qword ptr [{op} + 152]",
+            "mov qword ptr [rcx], rax",
+            "mov rcx, qword ptr [{op} + 160]",
+            "mov rax, qword ptr [{op} + 168]",
+            "mov qword ptr [rcx], rax",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
+            "mov rcx, qword ptr [{op} + 176]",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
+            "mov rax, qword ptr [{op} + 184]",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
+            "mov qword ptr [rcx], rax",
+            "4:",
+            "xor eax, eax",
+            "jmp 24f",
+            "6:",
+            "mov eax, 1",
+            "jmp 24f",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "5:",
+            "mov eax, 2",
+            "24:",
+            area = in(reg) area,
+            op = in(reg) op as *const Op,
+            out("rax") status,
+            out("rcx") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+    status
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+unsafe fn sequence(_area: *mut Area, _op: &Op) -> u64 {
+    unreachable!("Rseq::get refuses targets other than x86-64 Linux")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(cpu: u32, word: &mut u64, expect: u64, scratch: &mut u64) -> Op {
+        let w = word as *mut u64;
+        let s = scratch as *mut u64;
+        let none = Segment {
+            dst: core::ptr::null_mut(),
+            src: core::ptr::null(),
+            len: 0,
+        };
+        Op {
+            cpu: cpu as u64,
+            expect: [
+                WordOp {
+                    at: w,
+                    value: expect,
+                },
+                WordOp {
+                    at: w,
+                    value: expect,
+                },
+            ],
+            segments: [none; MAX_SEGMENTS],
+            segment_count: 0,
+            stores: [WordOp { at: s, value: 1 }, WordOp { at: s, value: 2 }],
+            commit: WordOp {
+                at: w,
+                value: expect + 1,
+            },
+        }
+    }
+
+    #[test]
+    fn field_offsets_match_the_assembly() {
+        assert_eq!(core::mem::offset_of!(Op, expect), 8);
+        assert_eq!(core::mem::offset_of!(Op, segments), 40);
+        assert_eq!(core::mem::offset_of!(Op, segment_count), 136);
+        assert_eq!(core::mem::offset_of!(Op, stores), 144);
+        assert_eq!(core::mem::offset_of!(Op, commit), 176);
+        assert_eq!(core::mem::size_of::<Segment>(), 24);
+    }
+
+    #[test]
+    fn a_sequence_commits_or_reports_a_changed_word() {
+        let Ok(rseq) = Rseq::get() else {
+            eprintln!("rseq unavailable: skipped");
+            return;
+        };
+        let mut word = 5u64;
+        let mut scratch = 0u64;
+        let mut src = *b"abcdefgh";
+        let mut dst = [0u8; 8];
+        loop {
+            let cpu = rseq.cpu().expect("main test thread is registered");
+            let mut o = op(cpu, &mut word, 5, &mut scratch);
+            o.segments[0] = Segment {
+                dst: dst.as_mut_ptr(),
+                src: src.as_mut_ptr(),
+                len: 8,
+            };
+            o.segment_count = 1;
+            // SAFETY: every pointer is to a live local.
+            match unsafe { rseq.commit(&o) } {
+                Outcome::Committed => break,
+                Outcome::Changed | Outcome::Aborted => continue, // migrated: retry
+            }
+        }
+        assert_eq!((word, scratch, &dst), (6, 2, b"abcdefgh"));
+        let cpu = rseq.cpu().unwrap();
+        let o = op(cpu, &mut word, 5, &mut scratch);
+        // SAFETY: as above.
+        let out = unsafe { rseq.commit(&o) };
+        assert_ne!(out, Outcome::Committed, "the word is 6, not 5");
+        assert_eq!(word, 6);
+    }
+}

@@ -1,0 +1,284 @@
+//! The rseq commit primitive under fire: per-CPU counters updated only by
+//! sequences must come out exact with more threads than CPUs, forced migrations
+//! and a signal storm whose handler runs sequences too; a sequence armed for
+//! another CPU must never commit; and rseq must be off when disabled.
+//!
+//! `.ci/run` builds these tests with the feature `rseq-mutant-no-cpu-check` (the
+//! sequence without its CPU check) and asserts that they fail.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use ringbuf_mmap::rseq::{Op, Outcome, Rseq, Segment, Unavailable, WordOp, MAX_SEGMENTS};
+
+const CPUS: usize = 256;
+static COUNTERS: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
+/// A per-CPU scratch area each sequence copies 1 KiB into: most aborts then land
+/// in the copy, where a committing store moved before it (the mutant
+/// `rseq-mutant-commit-before-copy`) counts an increment twice.
+static SCRATCH: [[AtomicU64; 128]; CPUS] = [const { [const { AtomicU64::new(0) }; 128] }; CPUS];
+static HANDLER_INCREMENTS: AtomicU64 = AtomicU64::new(0);
+static RSEQ: std::sync::OnceLock<Rseq> = std::sync::OnceLock::new();
+
+/// Adds one to the counter of the CPU this runs on, by rseq; the number of
+/// sequences that aborted or saw a changed word before it committed.
+fn increment(rseq: Rseq) -> u64 {
+    let src = [0x5au8; 1024];
+    let mut retries = 0;
+    loop {
+        let cpu = rseq.cpu().expect("glibc registers every thread it creates") as usize;
+        assert!(cpu < CPUS, "CPU {cpu} beyond the test's table of {CPUS}");
+        let counter = COUNTERS[cpu].as_ptr();
+        let old = COUNTERS[cpu].load(Relaxed);
+        let none = Segment {
+            dst: std::ptr::null_mut(),
+            src: std::ptr::null(),
+            len: 0,
+        };
+        let mut segments = [none; MAX_SEGMENTS];
+        segments[0] = Segment {
+            dst: SCRATCH[cpu].as_ptr() as *mut u8,
+            src: src.as_ptr(),
+            len: src.len(),
+        };
+        let word = WordOp {
+            at: counter,
+            value: old,
+        };
+        let op = Op {
+            cpu: cpu as u64,
+            expect: [word, word],
+            segments,
+            segment_count: 1,
+            stores: [
+                WordOp {
+                    at: SCRATCH[cpu][0].as_ptr(),
+                    value: 1,
+                },
+                WordOp {
+                    at: SCRATCH[cpu][1].as_ptr(),
+                    value: 2,
+                },
+            ],
+            commit: WordOp {
+                at: counter,
+                value: old + 1,
+            },
+        };
+        // SAFETY: every pointer is into statics or this frame; the counters are
+        // only ever changed by committing sequences, the scratch lines are junk.
+        match unsafe { rseq.commit(&op) } {
+            Outcome::Committed => return retries,
+            Outcome::Changed | Outcome::Aborted => retries += 1,
+        }
+    }
+}
+
+extern "C" fn on_sigusr2(_: libc::c_int) {
+    if let Some(rseq) = RSEQ.get() {
+        increment(*rseq);
+        HANDLER_INCREMENTS.fetch_add(1, Relaxed);
+    }
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; the size is the set's.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: CPU_ISSET reads the set in range.
+    (0..CPUS)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+fn pin(tid: libc::pid_t, cpu: usize) -> bool {
+    // SAFETY: as in allowed_cpus.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPUS <= CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the thread may have exited (ESRCH), which is reported, not UB.
+    unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) == 0 }
+}
+
+fn rseq_or_skip() -> Option<Rseq> {
+    match Rseq::get() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("rseq unavailable ({e}): skipped");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_sequence_armed_for_another_cpu_never_commits() {
+    let Some(rseq) = rseq_or_skip() else { return };
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("one CPU allowed: skipped");
+        return;
+    }
+    let (a, b) = (cpus[0], cpus[1]);
+    let mut word = 7u64;
+    let mut scratch = 0u64;
+    let (word_at, scratch_at) = (
+        &mut word as *mut u64 as usize,
+        &mut scratch as *mut u64 as usize,
+    );
+    let stale = std::thread::scope(|sc| {
+        sc.spawn(move || {
+            let w = WordOp {
+                at: word_at as *mut u64,
+                value: 7,
+            };
+            let s = WordOp {
+                at: scratch_at as *mut u64,
+                value: 1,
+            };
+            let none = Segment {
+                dst: std::ptr::null_mut(),
+                src: std::ptr::null(),
+                len: 0,
+            };
+            let op = Op {
+                cpu: a as u64,
+                expect: [w, w],
+                segments: [none; MAX_SEGMENTS],
+                segment_count: 0,
+                stores: [s, s],
+                commit: WordOp {
+                    at: word_at as *mut u64,
+                    value: 8,
+                },
+            };
+            assert!(pin(0, b), "pin to CPU {b}");
+            (0..1000)
+                .map(|_| {
+                    assert_eq!(rseq.cpu(), Some(b as u32), "pinned to {b}");
+                    // SAFETY: the words live in the parent frame, which outlives the
+                    // scope.
+                    unsafe { rseq.commit(&op) }
+                })
+                .find(|o| *o == Outcome::Committed)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(stale, None, "a sequence for CPU {a} committed on CPU {b}");
+    assert_eq!(word, 7);
+}
+
+fn storm(threads: usize, run_for: Duration) {
+    let Some(rseq) = rseq_or_skip() else { return };
+    RSEQ.get_or_init(|| rseq);
+    let cpus = allowed_cpus();
+    let before: u64 = COUNTERS.iter().map(|c| c.load(Relaxed)).sum();
+    let handled_before = HANDLER_INCREMENTS.load(Relaxed);
+    // SAFETY: a handler that is async-signal-safe (loads, the sequence, an add).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr2 as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+    }
+    let done = AtomicBool::new(false);
+    let tids: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let retries = AtomicU64::new(0);
+    let increments = AtomicU64::new(0);
+    let stop_at = Instant::now() + run_for;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let (tids, retries, increments) = (&tids, &retries, &increments);
+                s.spawn(move || {
+                    // SAFETY: gettid has no preconditions.
+                    tids[i].store(unsafe { libc::gettid() } as u64, Relaxed);
+                    let (mut n, mut r) = (0, 0);
+                    while n % 1024 != 0 || Instant::now() < stop_at {
+                        r += increment(rseq);
+                        n += 1;
+                    }
+                    retries.fetch_add(r, Relaxed);
+                    increments.fetch_add(n, Relaxed);
+                })
+            })
+            .collect();
+        // Forced migrations and a signal storm until the workers are done.
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut n = 0usize;
+            while !done.load(Relaxed) && Instant::now() < deadline {
+                for (i, t) in tids.iter().enumerate() {
+                    let tid = t.load(Relaxed) as libc::pid_t;
+                    if tid != 0 {
+                        pin(tid, cpus[(i + n) % cpus.len()]);
+                        // SAFETY: a thread of this process; ESRCH after it exits.
+                        unsafe {
+                            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2)
+                        };
+                    }
+                }
+                n += 1;
+                std::thread::yield_now();
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        done.store(true, Relaxed);
+    });
+    let after: u64 = COUNTERS.iter().map(|c| c.load(Relaxed)).sum();
+    let handled = HANDLER_INCREMENTS.load(Relaxed) - handled_before;
+    eprintln!(
+        "{threads} threads: {} increments, {handled} from signal handlers, {} retries",
+        increments.load(Relaxed),
+        retries.load(Relaxed)
+    );
+    assert_eq!(
+        after - before,
+        increments.load(Relaxed) + handled,
+        "increments lost or doubled ({threads} threads on {} CPUs)",
+        cpus.len()
+    );
+}
+
+// One test runs both storms: they share the counters and the signal handler.
+#[test]
+fn per_cpu_counters_stay_exact_under_migrations_and_signals() {
+    storm(8, Duration::from_millis(400));
+    storm(32, Duration::from_millis(400));
+}
+
+#[test]
+fn rseq_is_off_when_disabled_or_unregistered() {
+    const CHILD: &str = "RINGBUF_RSEQ_TEST_CHILD";
+    if let Ok(expect) = std::env::var(CHILD) {
+        let got = Rseq::get().map(|_| ()).unwrap_err();
+        let want = match expect.as_str() {
+            "disabled" => Unavailable::Disabled,
+            _ => Unavailable::NotRegistered,
+        };
+        assert_eq!(got, want);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for (env, value, expect) in [
+        ("RINGBUF_RSEQ", "off", "disabled"),
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0", "unregistered"),
+    ] {
+        let status = std::process::Command::new(&exe)
+            .args(["--exact", "rseq_is_off_when_disabled_or_unregistered"])
+            .env(CHILD, expect)
+            .env(env, value)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{env}={value}: child failed ({status})");
+    }
+}
