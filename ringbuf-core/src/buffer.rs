@@ -61,7 +61,8 @@ pub enum ReserveError {
     TooBig,
     /// The writer is nested deeper than the limit (`lost_nested`).
     Nested,
-    /// rseq path: a remote switch held the buffer's fence too long (`lost_fenced`).
+    /// rseq path: written by a signal handler that interrupted the thread holding
+    /// the buffer's fence for a remote switch (`lost_fenced`).
     Fenced,
 }
 
@@ -72,7 +73,9 @@ impl core::fmt::Display for ReserveError {
             Self::Wrap => "next sub-buffer not yet committed and delivered",
             Self::TooBig => "event larger than a sub-buffer payload",
             Self::Nested => "nesting limit reached",
-            Self::Fenced => "a remote switch held the buffer (rseq path)",
+            Self::Fenced => {
+                "written by a handler interrupting the remote switch of its buffer (rseq path)"
+            }
         })
     }
 }
@@ -110,7 +113,8 @@ pub struct Stats {
     pub lost_big: u64,
     /// Events dropped beyond the nesting limit.
     pub lost_nested: u64,
-    /// Events dropped while a remote switch held the buffer (rseq path).
+    /// Events a signal handler wrote while its own thread held the buffer's fence
+    /// for a remote switch (rseq path; see [`ReserveError::Fenced`]).
     pub lost_fenced: u64,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: u64,

@@ -121,6 +121,14 @@ pub unsafe trait Sequencer {
     unsafe fn run(&self, op: &Op) -> Outcome;
     /// Waits for the sequences in flight (Linux: `membarrier` RSEQ).
     fn barrier(&self);
+    /// A nonzero value that identifies the calling thread among the live threads
+    /// of the process (Linux: its rseq area's address): what a fence holder
+    /// stores in the fence, so that a signal handler interrupting the holder
+    /// knows not to wait for itself.
+    fn thread_id(&self) -> u64;
+    /// Lets other threads run: a writer waiting for a fence holder that may be
+    /// preempted gives it the CPU (Linux: `sched_yield`).
+    fn wait(&self);
 }
 
 /// Why [`Buffer::write_seq`] did not write.
@@ -137,8 +145,9 @@ pub enum SeqError {
 const RECORD_STAGE: usize = 64;
 /// Largest staged packet header (bytes).
 const PACKET_STAGE: usize = 256;
-/// How many times a writer finds the fence held before it counts a loss.
-const FENCE_SPINS: u32 = 1 << 16;
+/// How many times a writer spins on a held fence before it yields its CPU to the
+/// holder ([`Sequencer::wait`]) between looks.
+const FENCE_SPINS: u32 = 1 << 10;
 
 /// An [`Out`] over a stack array.
 struct Stage<'a>(&'a mut [u8]);
@@ -205,12 +214,21 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             let tag = w.last_at.load(Acquire);
             // Acquire: pairs with the fence holder's release of the fence (after
             // its stores to the writer words).
-            if fence.load(Acquire) != 0 {
-                spins += 1;
-                if spins >= FENCE_SPINS {
+            let holder = fence.load(Acquire);
+            if holder != 0 {
+                // The holder finishes a switch and releases the fence whatever we
+                // do: wait for it, without losing the event, unless the holder is
+                // this thread (a signal handler that interrupted it): it cannot
+                // resume until we return.
+                if holder == seq.thread_id() {
                     return Err(SeqError::Reserve(self.lose(ReserveError::Fenced)));
                 }
-                core::hint::spin_loop();
+                spins += 1;
+                if spins % FENCE_SPINS == 0 {
+                    seq.wait();
+                } else {
+                    core::hint::spin_loop();
+                }
                 continue;
             }
             // Never before the previous record: the value check, not instruction
@@ -540,7 +558,10 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
         let fence = &self.ctl.reader().fence;
         // AcqRel: serialises remote actors; Acquire sees the previous holder's
         // stores, Release is paired by the writers' Acquire load of the fence.
-        while fence.compare_exchange(0, 1, AcqRel, Relaxed).is_err() {
+        while fence
+            .compare_exchange(0, seq.thread_id(), AcqRel, Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         seq.barrier();

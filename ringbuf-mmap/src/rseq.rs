@@ -197,6 +197,15 @@ unsafe impl Sequencer for Rseq {
             std::io::Error::last_os_error()
         );
     }
+    #[inline]
+    fn thread_id(&self) -> u64 {
+        // Each live thread has its own area (in its TCB), never at address 0.
+        self.area() as u64
+    }
+    fn wait(&self) {
+        // SAFETY: sched_yield has no preconditions and cannot fail on Linux.
+        unsafe { libc::sched_yield() };
+    }
 }
 
 /// The thread pointer (`fs:0` holds it on x86-64 Linux).

@@ -254,6 +254,8 @@ fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
         lost_wrap, 0,
         "no loss to a preempted writer on the rseq path"
     );
+    // Signals reach writers only, never the consumer holding a fence.
+    assert_eq!(fenced, 0, "writers wait for a fence holder, losing nothing");
     for (t, c) in committed.iter().enumerate() {
         let read = seen.events.iter().filter(|(w, _)| *w == t as u64).count() as u64;
         match mode {
