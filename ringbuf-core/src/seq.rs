@@ -224,7 +224,7 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
                     return Err(SeqError::Reserve(self.lose(ReserveError::Fenced)));
                 }
                 spins += 1;
-                if spins % FENCE_SPINS == 0 {
+                if spins.is_multiple_of(FENCE_SPINS) {
                     seq.wait();
                 } else {
                     core::hint::spin_loop();
