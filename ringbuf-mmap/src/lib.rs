@@ -37,7 +37,7 @@ pub use per_thread::{
 };
 pub use producer::{
     current_cpu, current_tid, possible_cpus, wakeup_path, with_nesting, Backing, ChannelOptions,
-    PerCpuChannel,
+    PerCpuChannel, RSEQ_EVENT_STAGE,
 };
 pub use recovery::{recover_to_dir, ChannelImage, RecoveryError, RecoveryReport};
 pub use slots::{SlotLosses, SlotState};

@@ -321,7 +321,9 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
         }
     }
 
-    /// All buffers, indexed by CPU.
+    /// All buffers, indexed by CPU. On the rseq path, for reading their counters
+    /// only: switch them with [`PerCpuChannel::switch`] (a plain
+    /// [`Buffer::switch`] would race the sequences).
     pub fn buffers(&self) -> &[ChannelBuffer<SharedWord, K, T>] {
         &self.parts.buffers
     }

@@ -90,11 +90,11 @@ use ringbuf_core::ctf::{
     EventSchema, FieldDef, FieldType, MetadataError, Sink, TraceDescription, PADDING_EMPTY_ID,
     PADDING_ID,
 };
-use ringbuf_core::{Client, Clock, Config, ConfigError, Mode, Stats, Switch, Word};
+use ringbuf_core::{Client, Clock, Config, ConfigError, Mode, ReserveError, Stats, Switch, Word};
 use ringbuf_mmap::clock::TraceClock;
 use ringbuf_mmap::{
     current_tid, possible_cpus, with_nesting, Backing, ChannelError, ChannelOptions, Consumer,
-    PerCpuChannel, PerThreadChannel, SlotError, Wakeup,
+    PerCpuChannel, PerThreadChannel, SlotError, Wakeup, WritePath, RSEQ_EVENT_STAGE,
 };
 
 use crate::export_loop::{self, ExportStats, LoopError, LoopOptions, Outputs};
@@ -661,6 +661,47 @@ struct Shared {
     lost_no_class: AtomicU64,
 }
 
+/// Stack bytes an event staged for the rseq path takes in the common case; larger
+/// events (up to [`RSEQ_EVENT_STAGE`]) take a separate, colder frame.
+const SMALL_STAGE: usize = 256;
+
+/// The rseq path writes whole records in one sequence: the event (its context,
+/// then the fields `fill` writes) is staged on the stack first, then written.
+#[inline(always)]
+fn emit_staged<const STAGE: usize>(
+    channel: &PerCpuChannel<Ctf, TraceClock>,
+    id: u32,
+    context: &[u8; EVENT_CONTEXT_BYTES],
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<(), EmitError> {
+    let total = EVENT_CONTEXT_BYTES + len;
+    let mut stage = [0u8; STAGE];
+    let Some(event) = stage.get_mut(..total) else {
+        return Err(EmitError::Reserve(
+            channel.current().lose(ReserveError::TooBig),
+        ));
+    };
+    let (head, fields) = event.split_at_mut(EVENT_CONTEXT_BYTES);
+    head.copy_from_slice(context);
+    fill(fields);
+    channel.write(id, event).map_err(EmitError::Reserve)
+}
+
+/// [`emit_staged`] for events beyond [`SMALL_STAGE`] bytes (counted `lost_big`
+/// beyond [`RSEQ_EVENT_STAGE`]).
+#[cold]
+#[inline(never)]
+fn emit_staged_large(
+    channel: &PerCpuChannel<Ctf, TraceClock>,
+    id: u32,
+    context: &[u8; EVENT_CONTEXT_BYTES],
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<(), EmitError> {
+    emit_staged::<RSEQ_EVENT_STAGE>(channel, id, context, len, fill)
+}
+
 /// The next session's number, so that a [`Class`] knows its own.
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -695,6 +736,13 @@ impl Shared {
         // Saturating: an impossible size is refused (and counted) as too big.
         let total = EVENT_CONTEXT_BYTES.saturating_add(len);
         match &self.channel {
+            Channel::PerCpu(c) if c.write_path() == WritePath::Rseq => {
+                if total <= SMALL_STAGE {
+                    emit_staged::<SMALL_STAGE>(c, id, &tid, len, fill)
+                } else {
+                    emit_staged_large(c, id, &tid, len, fill)
+                }
+            }
             Channel::PerCpu(c) => with_nesting(|nest| {
                 fill_reservation(c.current().reserve(nest, id, total), &tid, len, fill)
             }),
@@ -760,8 +808,9 @@ impl Shared {
         };
         match &self.channel {
             Channel::PerCpu(c) => {
-                for buffer in c.buffers() {
-                    retry(&|| buffer.switch(Switch::Flush).is_ok());
+                // The channel's own switch: fenced on the rseq path.
+                for index in 0..c.buffers().len() {
+                    retry(&|| c.switch(index, Switch::Flush).is_ok());
                 }
             }
             Channel::PerThread(c) => {
@@ -865,12 +914,13 @@ pub struct Counters {
     pub lost_big: u64,
     /// Events beyond the nesting limit (signal handlers nested too deep).
     pub lost_nested: u64,
-    /// rseq path only: events dropped while a consumer's switch held their buffer.
+    /// rseq path only: events a signal handler wrote while its own thread held
+    /// their buffer for a switch.
     pub lost_fenced: u64,
     /// Whether the writers used per-CPU restartable sequences (docs/ARCHITECTURE.md
-    /// §10). A session's events reserve in place (typed fields, the event context),
-    /// which the rseq path does not offer: always false for now, shared or
-    /// per-thread writers.
+    /// §10): per-CPU sessions do wherever glibc registered rseq (and
+    /// `RINGBUF_RSEQ` is not `off`). There an event is staged on the stack and
+    /// written whole: events over [`RSEQ_EVENT_STAGE`] bytes count as `lost_big`.
     pub rseq: bool,
     /// Packets overwritten before they were exported (overwrite mode).
     pub overrun: u64,
@@ -1039,7 +1089,7 @@ impl Session {
         };
         let client = |cpu| Ctf::new(uuid, cpu).with_event_context(EVENT_CONTEXT_BYTES);
         let channel = match b.thread_slots {
-            None => PerCpuChannel::create(backing, &options, &metadata, client, |_| clock)
+            None => PerCpuChannel::create_rseq(backing, &options, &metadata, client, |_| clock)
                 .map(Channel::PerCpu),
             Some(_) => PerThreadChannel::create(backing, &options, &metadata, client, |_| clock)
                 .map(Channel::PerThread),
