@@ -46,7 +46,7 @@ use crate::config::{Config, ConfigError, Geometry, Mode};
 use crate::control::{Control, Mapped, PrefixStamp, SlotWords};
 use crate::id::SubbufId;
 use crate::nesting::Nesting;
-use crate::word::Word;
+use crate::word::{Flavour, Word};
 
 /// Why a reservation failed. Every failure is counted in exactly one loss counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +339,37 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
         Ok(())
     }
 
+    /// Whether this buffer's writers must maintain `last_timestamp`: for the
+    /// client's compression, or for the Local flavour's clock (see `stamp`).
+    const KEEPS_LAST_TIMESTAMP: bool =
+        K::USES_PREV_TIMESTAMP || matches!(C::Word::FLAVOUR, Flavour::Local);
+
+    /// A reservation's timestamp and the previous one (for the client's
+    /// compression), read after the reserve position.
+    ///
+    /// Shared flavour: the ordered clock read ([`Clock::now`]), so that a later
+    /// position never gets an earlier time although several CPUs race for it.
+    /// Local flavour: one thread writes the buffer (its signal handlers nest
+    /// inside it), so the order is kept by value: an unordered read (a bare
+    /// `rdtsc`) raised to the previous timestamp, which the same thread stored
+    /// (or a handler that interrupted it, after a serialising signal delivery).
+    ///
+    /// Relaxed loads of `last_timestamp`: a stale value is older, which is safe
+    /// (see RecordInfo); a value from a later reservation is impossible, since
+    /// that one's store happens after our CAS succeeds (O1).
+    #[inline(always)]
+    fn stamp(&self) -> (u64, u64) {
+        let last = &self.ctl.writer().last_timestamp;
+        if matches!(C::Word::FLAVOUR, Flavour::Local) {
+            let prev = last.load(Relaxed);
+            (self.clock.now_unordered().max(prev), prev)
+        } else if K::USES_PREV_TIMESTAMP {
+            (self.clock.now(), last.load(Relaxed))
+        } else {
+            (self.clock.now(), 0)
+        }
+    }
+
     /// Counts a loss in its counter and returns its error (for write paths outside
     /// the engine that refuse an event themselves).
     #[cold]
@@ -382,17 +413,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             // Relaxed: the CAS below validates the value; what we must see of earlier
             // writers comes with the CAS's Acquire (O1).
             let old = w.write.load(Relaxed);
-            // The clock is read after the position, so a later position never gets
-            // an earlier timestamp.
-            let ts = self.clock.now();
-            let prev = if K::USES_PREV_TIMESTAMP {
-                // Relaxed: a stale value is older, which is safe (see RecordInfo); a
-                // value from a later reservation is impossible, since that one's
-                // store happens after our CAS succeeds (O1).
-                w.last_timestamp.load(Relaxed)
-            } else {
-                0
-            };
+            let (ts, prev) = self.stamp();
             let rec = self.record_info(event_id, payload_len, ts, prev);
             let off = self.geo.offset(old);
             let record = align_up(off, K::RECORD_ALIGN as u64);
@@ -406,7 +427,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 .compare_exchange(old, base + end, AcqRel, Relaxed) // O1
                 .is_ok()
             {
-                if K::USES_PREV_TIMESTAMP {
+                if Self::KEEPS_LAST_TIMESTAMP {
                     w.last_timestamp.store(ts, Relaxed);
                 }
                 let phys = self.writer_phys(old, base + end, ts)?;
@@ -480,12 +501,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             // Acquire: pairs with O1 so that the loss totals read below are no older
             // than those of the previous closing writer.
             let old = w.write.load(Acquire);
-            let ts = self.clock.now();
-            let prev = if K::USES_PREV_TIMESTAMP {
-                w.last_timestamp.load(Relaxed)
-            } else {
-                0
-            };
+            let (ts, prev) = self.stamp();
             let off = self.geo.offset(old);
             let here = self.record_info(event_id, payload_len, ts, prev);
             let here_header = self.client.record_header_size(&here);
@@ -507,7 +523,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
                 if here_end == s {
                     self.close(slot, ts, s, discarded);
                 }
-                if K::USES_PREV_TIMESTAMP {
+                if Self::KEEPS_LAST_TIMESTAMP {
                     w.last_timestamp.store(ts, Relaxed);
                 }
                 let record = base + align_up(off, K::RECORD_ALIGN as u64);
@@ -539,7 +555,7 @@ impl<C: Control, K: Client, T: Clock> Buffer<C, K, T> {
             if end == s {
                 self.close(self.geo.slot(open), ts, s, discarded);
             }
-            if K::USES_PREV_TIMESTAMP {
+            if Self::KEEPS_LAST_TIMESTAMP {
                 w.last_timestamp.store(ts, Relaxed);
             }
             let at = Placement::new(&rec, open, open + self.header, header_size, phys);

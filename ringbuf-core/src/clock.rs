@@ -5,8 +5,20 @@
 
 /// A monotonic time source. `now` must be cheap and callable from signal handlers.
 pub trait Clock: Sync {
-    /// The current time in the clock's ticks.
+    /// The current time in the clock's ticks, read in order with the loads and
+    /// stores around it.
     fn now(&self) -> u64;
+
+    /// The current time, possibly read out of order with the loads and stores
+    /// around it (x86-64: a bare `rdtsc`). For write paths that order timestamps
+    /// by value instead, raising each read to the buffer's previous timestamp: a
+    /// buffer written by one thread, or by restartable sequences on one CPU
+    /// (docs/ARCHITECTURE.md §10, "The clock of each write path"). Defaults to
+    /// [`Clock::now`].
+    #[inline(always)]
+    fn now_unordered(&self) -> u64 {
+        self.now()
+    }
 }
 
 impl<F: Fn() -> u64 + Sync> Clock for F {
@@ -68,5 +80,11 @@ impl Clock for Tsc {
             _mm_lfence();
             t
         }
+    }
+
+    #[inline(always)]
+    fn now_unordered(&self) -> u64 {
+        // SAFETY: `rdtsc` exists on every x86-64 CPU and has no memory effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
     }
 }

@@ -233,7 +233,7 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             }
             // Never before the previous record: the value check, not instruction
             // order, keeps timestamps non-decreasing (§10, the clock).
-            let ts = self.clock.now().max(prev);
+            let ts = self.clock.now_unordered().max(prev);
             let off = self.geo.offset(old);
             // S2: compress against P only if it is exactly the previous record's.
             let exact = tag == old;

@@ -167,6 +167,10 @@ impl Clock for CalibratedTsc {
     fn now(&self) -> u64 {
         tsc()
     }
+    #[inline(always)]
+    fn now_unordered(&self) -> u64 {
+        ringbuf_core::Tsc.now_unordered()
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +345,16 @@ impl Clock for TraceClock {
         match self {
             #[cfg(target_arch = "x86_64")]
             Self::Tsc(t) => t.now(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Tsc(_) => Monotonic.now(),
+            Self::Monotonic(m) => m.now(),
+        }
+    }
+    #[inline(always)]
+    fn now_unordered(&self) -> u64 {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Tsc(t) => t.now_unordered(),
             #[cfg(not(target_arch = "x86_64"))]
             Self::Tsc(_) => Monotonic.now(),
             Self::Monotonic(m) => m.now(),

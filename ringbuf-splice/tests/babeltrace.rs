@@ -12,9 +12,10 @@ use ringbuf_core::ctf::{
     write_event, ClockDescription, Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value,
     COMPACT_HEADER, COMPACT_TS_BITS, MEDIUM_TS_BITS,
 };
+use ringbuf_core::seq::{Op, Outcome, Sequencer};
 use ringbuf_core::{
-    Buffer, Client, Config, Mode, Nesting, Out, PacketBegin, PacketEnd, RecordInfo, Region,
-    SharedWord,
+    Buffer, Client, Config, LocalWord, Mode, Nesting, Out, PacketBegin, PacketEnd, RecordInfo,
+    Region, SharedWord, Switch,
 };
 use ringbuf_splice::TraceDir;
 
@@ -727,5 +728,136 @@ fn racing_writers_never_lose_a_needed_extended_header() {
         jumps > 5,
         "the clock jumped past the compact range {jumps} times"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A clock whose unordered read ([`Clock::now_unordered`]) returns, one time in
+/// three, a time earlier than its latest read: what a bare `rdtsc` executed ahead
+/// of the loads before it can do.
+#[derive(Default)]
+struct OutOfOrderClock {
+    time: AtomicU64,
+    reads: AtomicU64,
+    backward: AtomicU64,
+}
+
+impl ringbuf_core::Clock for OutOfOrderClock {
+    fn now(&self) -> u64 {
+        self.time.fetch_add(10, Ordering::Relaxed) + 10
+    }
+    fn now_unordered(&self) -> u64 {
+        if self.reads.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+            self.backward.fetch_add(1, Ordering::Relaxed);
+            self.time.load(Ordering::Relaxed).saturating_sub(25)
+        } else {
+            self.now()
+        }
+    }
+}
+
+/// Runs sequences with nothing to interrupt them (one thread, no signals): each
+/// one checks its words, copies, stores and commits.
+struct Uninterrupted;
+
+// SAFETY: on one thread with no signal handlers writing, nothing can run between
+// a sequence's checks and its committing store; there is no other sequence to
+// wait for.
+unsafe impl Sequencer for Uninterrupted {
+    fn cpu(&self) -> Option<u32> {
+        Some(0)
+    }
+    unsafe fn run(&self, op: &Op) -> Outcome {
+        // SAFETY: the caller's contract: every pointer of `op` is valid (its words
+        // are 8-byte aligned atomics of the region).
+        unsafe {
+            let word = |at: *mut u64| &*(at as *const AtomicU64);
+            if op
+                .expect
+                .iter()
+                .any(|e| word(e.at).load(Ordering::Relaxed) != e.value)
+            {
+                return Outcome::Changed;
+            }
+            for s in &op.segments[..op.segment_count as usize] {
+                std::ptr::copy_nonoverlapping(s.src, s.dst, s.len);
+            }
+            for s in op.stores.iter().chain([&op.commit]) {
+                word(s.at).store(s.value, Ordering::Release);
+            }
+        }
+        Outcome::Committed
+    }
+    fn barrier(&self) {}
+    fn thread_id(&self) -> u64 {
+        1
+    }
+    fn wait(&self) {}
+}
+
+/// The write paths that read the clock out of order (per-thread buffers: the
+/// Local flavour; per-CPU rseq sequences) keep each stream's timestamps
+/// non-decreasing by value, which babeltrace2 checks: without the rule, a third
+/// of these events would go back in time.
+#[test]
+fn a_clock_read_out_of_order_never_takes_a_stream_back_in_time() {
+    const EVENTS: u64 = 3000;
+    let config = Config::new(4096, 8, Mode::Discard);
+    let dir = trace_dir("out-of-order");
+    let mut trace = TraceDir::create(&dir, &description(&STAMPED)).unwrap();
+    let payload = |n: u64| {
+        let mut p = [0u8; 12];
+        p[..8].copy_from_slice(&n.to_le_bytes());
+        p
+    };
+
+    // Stream 0: the Local flavour, one thread.
+    let mut mem = Memory::new(&config);
+    // SAFETY: the buffer is written by this thread only (its reader reads).
+    let region = unsafe { Region::<LocalWord>::init_local(mem.bytes(), config, 1) }.unwrap();
+    let local = Buffer::new(region, Ctf::new(UUID, 0), OutOfOrderClock::default()).unwrap();
+    let mut reader = local.reader().unwrap();
+    let nest = Nesting::new();
+    let mut last = 0;
+    for n in 0..EVENTS {
+        let mut r = local.reserve(&nest, STAMPED[0].id, 12).unwrap();
+        assert!(
+            r.timestamp() >= last,
+            "event {n}: {} < {last}",
+            r.timestamp()
+        );
+        last = r.timestamp();
+        r.payload_mut().copy_from_slice(&payload(n));
+        r.commit();
+        trace.drain(&mut reader, 0).unwrap();
+    }
+    trace.close_stream(&local, &mut reader, 0).unwrap();
+    assert!(local.clock().backward.load(Ordering::Relaxed) > EVENTS / 4);
+
+    // Stream 1: sequences (the per-CPU rseq path's engine side).
+    let mut mem = Memory::new(&config);
+    let region = Region::<SharedWord>::init(mem.bytes(), config, 1).unwrap();
+    let seq = Buffer::new(region, Ctf::new(UUID, 1), OutOfOrderClock::default()).unwrap();
+    let mut reader = seq.reader().unwrap();
+    for n in 0..EVENTS {
+        // SAFETY: only this thread writes `seq`, by `write_seq` on CPU 0.
+        unsafe { seq.write_seq(&Uninterrupted, 0, STAMPED[0].id, &payload(n)) }.unwrap();
+        trace.drain(&mut reader, 1).unwrap();
+    }
+    // SAFETY: as above; no sequence runs meanwhile.
+    unsafe { seq.switch_fenced(&Uninterrupted, Switch::Flush) }.unwrap();
+    trace.drain(&mut reader, 1).unwrap();
+    assert!(seq.clock().backward.load(Ordering::Relaxed) > EVENTS / 4);
+
+    let Some((decoded, stderr)) = babeltrace(&dir) else {
+        return;
+    };
+    assert!(stderr.is_empty(), "{stderr}");
+    for cpu in 0..2 {
+        let stream: Vec<_> = decoded.iter().filter(|d| d.cpu == cpu).collect();
+        assert_eq!(stream.len() as u64, EVENTS, "stream {cpu}");
+        for (a, b) in stream.iter().zip(stream.iter().skip(1)) {
+            assert!(b.ts >= a.ts, "stream {cpu}: {b:?} after {a:?}");
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
