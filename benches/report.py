@@ -230,8 +230,8 @@ def tracing_layer(r):
 
 VS_LTTNG = "vs_lttng_u64_u32"
 # The rows of the vs_lttng bench, in its order (a new row: one more name here).
-VS_LTTNG_ROWS = ["floor_bare", "floor", "ringbuf_percpu", "ringbuf_perthread", "lttng_ust",
-                 "lttng_ust_disabled"]
+VS_LTTNG_ROWS = ["floor_bare", "floor", "ringbuf_percpu", "ringbuf_percpu_rseq",
+                 "ringbuf_perthread", "lttng_ust", "lttng_ust_disabled"]
 
 
 def vs_lttng(r):
@@ -263,10 +263,14 @@ def vs_lttng_targets(r):
 
     specs = [  # (name, per thread count or None, goal, higher is better)
         ("lttng_ust / ringbuf_percpu", lambda t: q("lttng_ust", "ringbuf_percpu", t), 4.0, True),
+        ("lttng_ust / ringbuf_percpu_rseq", lambda t: q("lttng_ust", "ringbuf_percpu_rseq", t),
+         4.0, True),
         ("lttng_ust / ringbuf_perthread", lambda t: q("lttng_ust", "ringbuf_perthread", t), 6.0,
          True),
         ("ringbuf_percpu / floor_bare", lambda t: q("ringbuf_percpu", "floor_bare", t), 2.0,
          False),
+        ("ringbuf_percpu_rseq / floor_bare",
+         lambda t: q("ringbuf_percpu_rseq", "floor_bare", t), 2.0, False),
         ("ringbuf_perthread / floor_bare", lambda t: q("ringbuf_perthread", "floor_bare", t), 2.0,
          False),
     ]
@@ -282,7 +286,8 @@ def vs_lttng_targets(r):
     for name, f, goal, higher in specs:
         op = ">=" if higher else "<="
         rows.append([f"{name} ({op} {goal:g})"] + [verdict(f(t), goal, higher) for t in "12"])
-    for name in ["ringbuf_percpu", "ringbuf_perthread", "floor_bare", "lttng_ust"]:
+    for name in ["ringbuf_percpu", "ringbuf_percpu_rseq", "ringbuf_perthread", "floor_bare",
+                 "lttng_ust"]:
         rows.append([f"scaling 1→2, {name} (>= 1.9)", verdict(scale(name), 1.9, True, 3), ""])
     return table(header, rows)
 

@@ -37,7 +37,8 @@ use criterion::{criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughp
 use ringbuf_core::ctf::ClockDescription;
 use ringbuf_core::{Mode, RawRecords, Tsc};
 use ringbuf_mmap::{
-    possible_cpus, Backing, ChannelOptions, PerCpuChannel, PerThreadChannel, SlotLosses,
+    possible_cpus, Backing, ChannelError, ChannelOptions, PerCpuChannel, PerThreadChannel,
+    SlotLosses, WritePath,
 };
 
 /// The thread counts measured (those the CPUs available allow).
@@ -66,7 +67,8 @@ fn vs_lttng(c: &mut Criterion) {
     let cpus = allowed_cpus();
     let lttng = Lttng::new();
     let enabled = lttng.is_some_and(check_session);
-    let percpu = percpu_channel();
+    let percpu = percpu_channel(PerCpuChannel::create);
+    let percpu_rseq = percpu_channel(PerCpuChannel::create_rseq);
     let perthread = perthread_channel();
     let mut group = c.benchmark_group("vs_lttng_u64_u32");
     for threads in THREADS {
@@ -83,6 +85,11 @@ fn vs_lttng(c: &mut Criterion) {
         row(&mut group, "floor_bare", cpus, &FloorBare);
         row(&mut group, "floor", cpus, &FloorFenced);
         row(&mut group, "ringbuf_percpu", cpus, &percpu);
+        if percpu_rseq.write_path() == WritePath::Rseq {
+            row(&mut group, "ringbuf_percpu_rseq", cpus, &percpu_rseq);
+        } else {
+            println!("vs_lttng: ringbuf_percpu_rseq/{threads}: skipped: no rseq here");
+        }
         row(&mut group, "ringbuf_perthread", cpus, &perthread);
         match lttng {
             Some(lttng) if enabled => row(&mut group, "lttng_ust", cpus, &LttngOn(lttng)),
@@ -338,9 +345,18 @@ fn options(buffers: u32) -> ChannelOptions<'static> {
     }
 }
 
-fn percpu_channel() -> PerCpu {
+/// `PerCpuChannel::create` (Shared writers) or `create_rseq`.
+type CreatePerCpu = fn(
+    Backing<'_>,
+    &ChannelOptions<'_>,
+    &str,
+    fn(u32) -> RawRecords,
+    fn(u32) -> Tsc,
+) -> Result<PerCpu, ChannelError>;
+
+fn percpu_channel(create: CreatePerCpu) -> PerCpu {
     let backing = Backing::Memfd { name: "vs_lttng" };
-    PerCpuChannel::create(
+    create(
         backing,
         &options(possible_cpus()),
         "",
