@@ -10,7 +10,9 @@
 //! For every buffer, every sub-buffer from the reader position to the write
 //! position is either a delivered packet, kept whole, or a partial one, cut at its
 //! committed prefix (everything before it was committed) and closed with the
-//! timestamp bound stored with that prefix ([`ringbuf_core::PrefixStamp`]).
+//! timestamp bound stored with that prefix ([`ringbuf_core::PrefixStamp`]). A
+//! buffer written by restartable sequences ([`WritePath::Rseq`]) has no open
+//! reservations: its open packet is kept up to `write`, whole.
 //! Packets come out in order; one with nothing usable is skipped (a
 //! `packet_seq_num` gap, which readers report as lost packets). Every packet is
 //! checked against what CTF readers require (its sequence number, and time never
@@ -30,7 +32,7 @@ use ringbuf_core::{
     Control, Flavour, Layout, LocalWord, Mode, PrefixStamp, Region, RegionError, SharedWord, Word,
 };
 
-use crate::channel::{self, ChannelError, ChannelHeader, ChannelLayout};
+use crate::channel::{self, ChannelError, ChannelHeader, ChannelLayout, WritePath};
 
 /// Why recovery failed. Every variant names the file it concerns.
 #[derive(Debug)]
@@ -297,7 +299,12 @@ impl ChannelImage {
             .load(Relaxed)
             .wrapping_add(losses.wrap.load(Relaxed))
             .wrapping_add(losses.big.load(Relaxed))
-            .wrapping_add(losses.nested.load(Relaxed));
+            .wrapping_add(losses.nested.load(Relaxed))
+            .wrapping_add(losses.fenced.load(Relaxed));
+        // Written by restartable sequences (docs/ARCHITECTURE.md §10): everything
+        // behind `write` is committed (S1) and a packet's final header is written
+        // before `write` leaves it (S5); commit counters and prefixes are unused.
+        let sequences = WritePath::from_u32(self.header.writers) == Some(WritePath::Rseq);
         let consumed = region.reader().consumed.load(Relaxed);
         // Anything older than one lap before the write position is gone (overwrite
         // mode). At a boundary, the next sub-buffer is not opened yet, so all N slots
@@ -334,7 +341,10 @@ impl ChannelImage {
                     source,
                 })?;
             let seq = geo.packet_seq(pos);
-            if slot.delivered.load(Relaxed) == full {
+            // Left by `write` on the sequence path: final, only its delivery (which
+            // anyone may do) can be missing.
+            let left = sequences && write.wrapping_sub(pos) >= s;
+            if slot.delivered.load(Relaxed) == full || left {
                 match PacketInfo::parse_header(&header, s) {
                     Ok(info) if info.seq == seq => plans.push(Plan {
                         offset,
@@ -346,6 +356,30 @@ impl ChannelImage {
                         partial: false,
                     }),
                     _ => report.rejected += 1,
+                }
+                continue;
+            }
+            if sequences {
+                // The open packet, committed up to `write`. `last_timestamp` bounds
+                // every committed record: a sequence raises its time to it, and
+                // an aborted one only ever stored a later time.
+                let content = write.wrapping_sub(pos);
+                match PacketInfo::parse_unclosed(&header) {
+                    Ok(info) if info.seq == seq && content >= PACKET_HEADER_SIZE as u64 => plans
+                        .push(Plan {
+                            offset,
+                            begin: info.timestamp_begin,
+                            end: region
+                                .writer()
+                                .last_timestamp
+                                .load(Relaxed)
+                                .max(info.timestamp_begin),
+                            content,
+                            size: content.next_multiple_of(4096).min(s),
+                            discarded: 0,
+                            partial: true,
+                        }),
+                    _ => report.empty += 1,
                 }
                 continue;
             }

@@ -70,11 +70,26 @@ fn decoded(trace: &std::path::Path) -> Option<Vec<(u64, u64)>> {
 
 #[test]
 fn a_killed_producer_leaves_a_recoverable_trace_with_every_committed_event() {
+    kill_and_recover(false);
+}
+
+/// On the rseq path (where the machine has it) nothing is cut: everything behind
+/// `write` is committed, so every event logged before the kill is recovered, the
+/// open packet whole.
+#[test]
+fn a_killed_rseq_producer_leaves_every_committed_event_recoverable() {
+    kill_and_recover(true);
+}
+
+/// Kills a producer (on the rseq path if `rseq` and the machine has it) again and
+/// again, each time once it has logged a random number of committed events, and
+/// checks what recovery gives back.
+fn kill_and_recover(rseq: bool) {
     let kills: u64 = std::env::var("RINGBUF_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
-    let root = std::env::temp_dir().join(format!("ringbuf-crash-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("ringbuf-crash-{}-{rseq}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir(&root).unwrap();
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
@@ -87,6 +102,7 @@ fn a_killed_producer_leaves_a_recoverable_trace_with_every_committed_event() {
             .args([&format!("file:{}", channel.display()), "discard", "0", "2"])
             .args(["--ctf", "--log", "--count", &SUBBUFS.to_string()])
             .args(["--subbuf", &SUBBUF.to_string()])
+            .args(rseq.then_some("--rseq"))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -98,8 +114,9 @@ fn a_killed_producer_leaves_a_recoverable_trace_with_every_committed_event() {
         let log = std::thread::spawn(move || {
             // Whole lines only: a line cut by the kill was not logged. Reading goes
             // on after the signal, so the producer never blocks on a full pipe.
-            let mut logged = HashSet::new();
+            let (mut logged, mut sequences) = (HashSet::new(), false);
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                sequences |= line == b"writers rseq";
                 let seq = std::str::from_utf8(&line)
                     .ok()
                     .and_then(|l| l.strip_prefix("seq "))
@@ -111,14 +128,15 @@ fn a_killed_producer_leaves_a_recoverable_trace_with_every_committed_event() {
                     }
                 }
             }
-            logged
+            (logged, sequences)
         });
         wait_reached
             .recv_timeout(Duration::from_secs(60))
             .expect("the producer logs events until killed");
         producer.kill().unwrap();
         producer.wait().unwrap();
-        let logged = log.join().unwrap();
+        let (logged, sequences) = log.join().unwrap();
+        assert!(rseq || !sequences, "kill {kill}: rseq writers unasked");
 
         let trace = dir.join("trace");
         match recover_to_dir(&channel, &trace) {
@@ -143,6 +161,10 @@ fn a_killed_producer_leaves_a_recoverable_trace_with_every_committed_event() {
                     missing.len(),
                     report.committed_bytes_cut
                 );
+                if sequences {
+                    assert_eq!(report.committed_bytes_cut, 0, "kill {kill}: {report:?}");
+                    assert!(missing.is_empty(), "kill {kill}: {missing:?} missing");
+                }
                 events_checked += logged.len();
                 events_cut += missing.len();
                 with_events += !logged.is_empty() as u32;

@@ -3,16 +3,17 @@
 //!
 //! ```text
 //! synthetic_producer <file:DIR/NAME | memfd:SOCKET> <discard|overwrite> <events per thread>
-//!                    <threads> [--ctf] [--log] [--subbuf BYTES] [--count N]
+//!                    <threads> [--ctf] [--log] [--subbuf BYTES] [--count N] [--rseq]
 //! ```
 //!
 //! `events per thread` 0 means until killed. Each event's payload is `seq: u64`
 //! (`thread << 32 | i`) and `check: u64`
 //! ([`check`] of seq). With `--log`, every committed seq is printed on stdout (in
-//! batches) as it happens: a side channel telling a test what was committed before
-//! a kill. At the end it flushes the channel and prints `attempted`, `committed`
+//! batches) as it happens, after a first line `writers rseq|shared`: a side channel
+//! telling a test what was committed before a kill. At the end it flushes the channel and prints `attempted`, `committed`
 //! and the buffers' counters. With `memfd:SOCKET` it connects to the Unix socket and
-//! sends the memfd and the wakeup eventfd.
+//! sends the memfd and the wakeup eventfd. With `--rseq` the writers use restartable
+//! sequences where the machine allows (`PerCpuChannel::create_rseq`).
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -25,7 +26,7 @@ use ringbuf_core::ctf::{
 };
 use ringbuf_core::{Client, Config, Mode, RawRecords, Switch};
 use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{possible_cpus, send_fd, Backing, ChannelOptions, PerCpuChannel};
+use ringbuf_mmap::{possible_cpus, send_fd, Backing, ChannelOptions, PerCpuChannel, WritePath};
 
 /// The checksum of an event: a test recomputes it to prove the record intact.
 fn check(seq: u64) -> u64 {
@@ -62,6 +63,7 @@ struct Args {
     log: bool,
     subbuf: u64,
     count: u64,
+    rseq: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -85,6 +87,7 @@ fn parse() -> Result<Args, String> {
         log: false,
         subbuf: 4096,
         count: 8,
+        rseq: false,
     };
     let rest: Vec<String> = std::env::args().skip(5).collect();
     let mut rest = rest.into_iter();
@@ -92,6 +95,7 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--ctf" => args.ctf = true,
             "--log" => args.log = true,
+            "--rseq" => args.rseq = true,
             "--subbuf" => args.subbuf = number(rest.next().ok_or("--subbuf needs a value")?)?,
             "--count" => args.count = number(rest.next().ok_or("--count needs a value")?)?,
             f => return Err(format!("unknown flag {f}")),
@@ -158,15 +162,27 @@ fn run<K: Client>(
             std::process::exit(2);
         }
     };
-    let channel = PerCpuChannel::create(backing, &options, metadata, client, |_| Monotonic)
-        .unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        });
+    let create = if args.rseq {
+        PerCpuChannel::create_rseq
+    } else {
+        PerCpuChannel::create
+    };
+    let channel = create(backing, &options, metadata, client, |_| Monotonic).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
     if let Some(socket) = socket {
         let stream = UnixStream::connect(socket).expect("connect to the consumer");
         send_fd(&stream, channel.shm().file().as_raw_fd()).expect("send memfd");
         send_fd(&stream, channel.wakeup().fd()).expect("send eventfd");
+    }
+    if args.log {
+        // First line of the log: how the writers update the buffers.
+        let path = match channel.write_path() {
+            WritePath::Rseq => "rseq",
+            WritePath::Shared => "shared",
+        };
+        println!("writers {path}");
     }
     let committed = AtomicU64::new(0);
     let stdout = std::sync::Mutex::new(std::io::stdout());
