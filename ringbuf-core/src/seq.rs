@@ -280,35 +280,7 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
                 src: payload.as_ptr(),
                 len: payload.len(),
             };
-            let op = Op {
-                cpu: cpu as u64,
-                expect: [
-                    WordOp {
-                        at: word_ptr(&w.write),
-                        value: old,
-                    },
-                    WordOp {
-                        at: word_ptr(fence),
-                        value: 0,
-                    },
-                ],
-                segments,
-                segment_count: 2,
-                stores: [
-                    WordOp {
-                        at: word_ptr(&w.last_at),
-                        value: new,
-                    },
-                    WordOp {
-                        at: word_ptr(&w.last_timestamp),
-                        value: ts,
-                    },
-                ],
-                commit: WordOp {
-                    at: word_ptr(&w.write),
-                    value: new,
-                },
-            };
+            let op = self.commit_op(cpu, old, new, ts, segments, 2);
             // SAFETY: the words are this buffer's (u64-sized, the caller's
             // contract); the destination lies in the open sub-buffer `phys` after
             // `write` (nobody else writes there: S4, and the reader only takes
@@ -323,6 +295,37 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
                     }
                 }
             }
+        }
+    }
+
+    /// The sequence every writer step runs: on `cpu`, with `write` still `old`
+    /// and the fence free, copy the first `count` segments, then store `last_at`
+    /// and `last_timestamp` (S2) and, last, commit `write = new`.
+    #[inline(always)]
+    fn commit_op(
+        &self,
+        cpu: u32,
+        old: u64,
+        new: u64,
+        ts: u64,
+        segments: [Segment; MAX_SEGMENTS],
+        count: usize,
+    ) -> Op {
+        let w = self.ctl.writer();
+        let word = |at: *mut u64, value| WordOp { at, value };
+        Op {
+            cpu: cpu as u64,
+            expect: [
+                word(word_ptr(&w.write), old),
+                word(word_ptr(&self.ctl.reader().fence), 0),
+            ],
+            segments,
+            segment_count: count as u64,
+            stores: [
+                word(word_ptr(&w.last_at), new),
+                word(word_ptr(&w.last_timestamp), ts),
+            ],
+            commit: word(word_ptr(&w.write), new),
         }
     }
 
@@ -498,36 +501,7 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             segments[n] = Segment { dst, src, len };
             n += 1;
         }
-        let fence = &self.ctl.reader().fence;
-        let op = Op {
-            cpu: cpu as u64,
-            expect: [
-                WordOp {
-                    at: word_ptr(&w.write),
-                    value: old,
-                },
-                WordOp {
-                    at: word_ptr(fence),
-                    value: 0,
-                },
-            ],
-            segments,
-            segment_count: n as u64,
-            stores: [
-                WordOp {
-                    at: word_ptr(&w.last_at),
-                    value: new,
-                },
-                WordOp {
-                    at: word_ptr(&w.last_timestamp),
-                    value: ts,
-                },
-            ],
-            commit: WordOp {
-                at: word_ptr(&w.write),
-                value: new,
-            },
-        };
+        let op = self.commit_op(cpu, old, new, ts, segments, n);
         // SAFETY: as in `write_seq`; the close words of the old slot are read only
         // after `write` leaves it (S3), the new sub-buffer was prepared (its
         // previous lap delivered, the reader out of it).
