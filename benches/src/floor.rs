@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{now, record_header, Sink, CAPACITY};
+use ringbuf_core::{Clock, Tsc};
 
 /// Reads the TSC (with the engine's clock, as every system here) and stores the
 /// 8-byte header and the payload into a plain array of [`CAPACITY`] bytes, wrapping
@@ -94,11 +95,11 @@ impl<const N: usize> Sink<N> for BareFloor {
     }
 }
 
-/// A bare `rdtsc`, without the `lfence`s of the engine's clock.
+/// A bare `rdtsc`, without the `lfence`s of the engine's ordered read: the read
+/// ringbuf's rseq and per-thread paths make ([`Clock::now_unordered`]).
 #[inline(always)]
 pub fn rdtsc_bare() -> u64 {
-    // SAFETY: `rdtsc` exists on every x86-64 CPU and has no memory effects.
-    unsafe { core::arch::x86_64::_rdtsc() }
+    Tsc.now_unordered()
 }
 
 /// Context for the floor: the TSC read alone (the engine's, fenced), its result
