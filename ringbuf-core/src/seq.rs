@@ -100,6 +100,78 @@ pub enum Outcome {
     Aborted,
 }
 
+/// The sequence of one record in the current sub-buffer (the common case of
+/// [`Buffer::write_seq`]), with no descriptor to build: on `cpu`, with the
+/// writer words' `write` still `old` and the fence free, store the header (its
+/// first `header_len` bytes count; all 8 are stored, and `header_len +
+/// payload_len >= 8` keeps them inside the record) and copy the payload after
+/// it; store `last_at = new`, `last_timestamp = ts`, then commit `write = new`.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// The CPU the sequence must run on.
+    pub cpu: u64,
+    /// The writer words ([`crate::WriterWords`]: `write` at 0, `last_timestamp`
+    /// at 8, `last_at` at 16).
+    pub writer: *mut u64,
+    /// The fence word, which must be 0.
+    pub fence: *mut u64,
+    /// The expected `write`.
+    pub old: u64,
+    /// The committed `write` (and `last_at`).
+    pub new: u64,
+    /// The record's timestamp (`last_timestamp`).
+    pub ts: u64,
+    /// Where the record starts.
+    pub dst: *mut u8,
+    /// The record header, little-endian, in its first `header_len` bytes.
+    pub header: u64,
+    /// Bytes of header (at most 8).
+    pub header_len: usize,
+    /// The payload.
+    pub payload: *const u8,
+    /// Its length (`header_len + payload_len >= 8`).
+    pub payload_len: usize,
+}
+
+impl Record {
+    /// The same sequence as a general [`Op`], copying the header from `header`
+    /// (at least `header_len` bytes, alive while the sequence runs).
+    pub fn to_op(&self, header: &[u8]) -> Op {
+        debug_assert!(header.len() >= self.header_len);
+        let mut segments = [Segment::NONE; MAX_SEGMENTS];
+        segments[0] = Segment {
+            dst: self.dst,
+            src: header.as_ptr(),
+            len: self.header_len,
+        };
+        segments[1] = Segment {
+            dst: self.dst.wrapping_add(self.header_len),
+            src: self.payload,
+            len: self.payload_len,
+        };
+        writer_op(self, segments, 2)
+    }
+}
+
+/// The sequence every writer step runs, as a general [`Op`]: on `at.cpu`, with
+/// `write` still `at.old` and the fence free, copy the first `count` segments,
+/// then store `last_at` and `last_timestamp` (S2) and, last, commit `write`
+/// (`at`'s header and payload fields are not used: `segments` carry them).
+fn writer_op(at: &Record, segments: [Segment; MAX_SEGMENTS], count: usize) -> Op {
+    let word = |at: *mut u64, value| WordOp { at, value };
+    Op {
+        cpu: at.cpu,
+        expect: [word(at.writer, at.old), word(at.fence, 0)],
+        segments,
+        segment_count: count as u64,
+        stores: [
+            word(at.writer.wrapping_add(2), at.new),
+            word(at.writer.wrapping_add(1), at.ts),
+        ],
+        commit: word(at.writer, at.new),
+    }
+}
+
 /// Runs sequences for the calling thread.
 ///
 /// # Safety
@@ -119,6 +191,18 @@ pub unsafe trait Sequencer {
     /// Every pointer of `op` is valid for its access, and the caller's protocol
     /// makes what a committed or aborted sequence wrote harmless.
     unsafe fn run(&self, op: &Op) -> Outcome;
+    /// Runs `record` (by default as its [`Op`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Sequencer::run`].
+    #[inline(always)]
+    unsafe fn run_record(&self, record: &Record) -> Outcome {
+        let header = record.header.to_le_bytes();
+        // SAFETY: forwarded; `header` (8 >= `header_len` bytes) lives until `run`
+        // returns.
+        unsafe { self.run(&record.to_op(&header)) }
+    }
     /// Waits for the sequences in flight (Linux: `membarrier` RSEQ).
     fn barrier(&self);
     /// A nonzero value that identifies the calling thread among the live threads
@@ -269,25 +353,33 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
                 .write_record_header(&mut Stage(&mut header[..header_size]), &rec);
             // In range: `end < s`, and `phys` is checked.
             let dst = self.ctl.subbuf_ptr(phys).wrapping_add(record as usize);
-            let mut segments = [Segment::NONE; MAX_SEGMENTS];
-            segments[0] = Segment {
+            let record = Record {
+                cpu: cpu as u64,
+                writer: word_ptr(&w.write),
+                fence: word_ptr(fence),
+                old,
+                new,
+                ts,
                 dst,
-                src: header.as_ptr(),
-                len: header_size,
+                header: u64::from_le_bytes(header[..8].try_into().expect("8 of 64")),
+                header_len: header_size,
+                payload: payload.as_ptr(),
+                payload_len: payload.len(),
             };
-            segments[1] = Segment {
-                dst: dst.wrapping_add(header_size),
-                src: payload.as_ptr(),
-                len: payload.len(),
-            };
-            let op = self.commit_op(cpu, old, new, ts, segments, 2);
-            // SAFETY: the words are this buffer's (u64-sized, the caller's
+            // Both forms: the words are this buffer's (u64-sized, the caller's
             // contract); the destination lies in the open sub-buffer `phys` after
             // `write` (nobody else writes there: S4, and the reader only takes
             // delivered sub-buffers); the sources live in this frame. An abort
             // leaves bytes beyond `write` (overwritten before any commit covers
             // them) and `last_at != write` (S2).
-            match unsafe { seq.run(&op) } {
+            let outcome = if header_size <= 8 && header_size + payload.len() >= 8 {
+                // SAFETY: as above; the 8-byte header store ends inside the record.
+                unsafe { seq.run_record(&record) }
+            } else {
+                // SAFETY: as above.
+                unsafe { seq.run(&record.to_op(&header[..header_size])) }
+            };
+            match outcome {
                 Outcome::Committed => return Ok(()),
                 Outcome::Changed | Outcome::Aborted => {
                     if seq.cpu() != Some(cpu) {
@@ -295,37 +387,6 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
                     }
                 }
             }
-        }
-    }
-
-    /// The sequence every writer step runs: on `cpu`, with `write` still `old`
-    /// and the fence free, copy the first `count` segments, then store `last_at`
-    /// and `last_timestamp` (S2) and, last, commit `write = new`.
-    #[inline(always)]
-    fn commit_op(
-        &self,
-        cpu: u32,
-        old: u64,
-        new: u64,
-        ts: u64,
-        segments: [Segment; MAX_SEGMENTS],
-        count: usize,
-    ) -> Op {
-        let w = self.ctl.writer();
-        let word = |at: *mut u64, value| WordOp { at, value };
-        Op {
-            cpu: cpu as u64,
-            expect: [
-                word(word_ptr(&w.write), old),
-                word(word_ptr(&self.ctl.reader().fence), 0),
-            ],
-            segments,
-            segment_count: count as u64,
-            stores: [
-                word(word_ptr(&w.last_at), new),
-                word(word_ptr(&w.last_timestamp), ts),
-            ],
-            commit: word(word_ptr(&w.write), new),
         }
     }
 
@@ -501,7 +562,20 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             segments[n] = Segment { dst, src, len };
             n += 1;
         }
-        let op = self.commit_op(cpu, old, new, ts, segments, n);
+        let words = Record {
+            cpu: cpu as u64,
+            writer: word_ptr(&w.write),
+            fence: word_ptr(&self.ctl.reader().fence),
+            old,
+            new,
+            ts,
+            dst: core::ptr::null_mut(),
+            header: 0,
+            header_len: 0,
+            payload: core::ptr::null(),
+            payload_len: 0,
+        };
+        let op = writer_op(&words, segments, n);
         // SAFETY: as in `write_seq`; the close words of the old slot are read only
         // after `write` leaves it (S3), the new sub-buffer was prepared (its
         // previous lap delivered, the reader out of it).

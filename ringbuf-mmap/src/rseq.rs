@@ -47,7 +47,7 @@ impl core::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-pub use ringbuf_core::seq::{Op, Outcome, Segment, Sequencer, WordOp, MAX_SEGMENTS};
+pub use ringbuf_core::seq::{Op, Outcome, Record, Segment, Sequencer, WordOp, MAX_SEGMENTS};
 
 /// The rseq area of the calling thread (the kernel's `struct rseq`, first fields).
 #[repr(C)]
@@ -177,6 +177,15 @@ unsafe impl Sequencer for Rseq {
     unsafe fn run(&self, op: &Op) -> Outcome {
         // SAFETY: forwarded.
         unsafe { self.commit(op) }
+    }
+    #[inline(always)]
+    unsafe fn run_record(&self, record: &Record) -> Outcome {
+        // SAFETY: forwarded from the caller; the area is the calling thread's.
+        match unsafe { record_sequence(self.area(), record) } {
+            0 => Outcome::Committed,
+            1 => Outcome::Changed,
+            _ => Outcome::Aborted,
+        }
     }
     fn barrier(&self) {
         // SAFETY: as in `register_barrier`.
@@ -375,6 +384,123 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
     status
 }
 
+/// [`sequence`] specialised for one record ([`Record`]): its operands in
+/// registers instead of a descriptor in memory; the same shape, checks, stores,
+/// signature, exit point and mutants. The header is one 8-byte store (the record
+/// is at least 8 bytes), the payload is copied 8, 4, 2 and 1 bytes at a time.
+///
+/// # Safety
+///
+/// As for [`sequence`], for the record's pointers.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+unsafe fn record_sequence(area: *mut Area, r: &Record) -> u64 {
+    let status: u64;
+    // SAFETY: the caller's contract; the assembly only touches the record's
+    // destination (`header_len + payload_len` bytes), its words, the fence, and
+    // the area's `rseq_cs` and `cpu_id`.
+    unsafe {
+        core::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "9:",
+            ".long 0, 0",
+            ".quad 3f, (4f - 3f), 5f",
+            ".popsection",
+            ".pushsection __rseq_cs_ptr_array, \"aw\"",
+            ".quad 9b",
+            ".popsection",
+            ".pushsection __rseq_exit_point_array, \"aw\"",
+            ".quad 3f, 6f",
+            ".popsection",
+            // The mutant without a CPU check still names the operand.
+            #[cfg(feature = "rseq-mutant-no-cpu-check")]
+            "/* {cpu} */",
+            "lea rax, [rip + 9b]",
+            "mov qword ptr [{area} + 8], rax",
+            "3:",
+            "mov eax, dword ptr [{area} + 4]",
+            #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
+            "cmp rax, {cpu}",
+            #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
+            "jne 6f",
+            "cmp qword ptr [{w}], {old}",
+            "jne 6f",
+            "cmp qword ptr [{fence}], 0",
+            "jne 6f",
+            #[cfg(feature = "rseq-mutant-commit-before-copy")]
+            "mov qword ptr [{w}], {new}",
+            "mov qword ptr [{dst}], {header}",
+            "add {dst}, {hlen}",
+            "21:",
+            "cmp {len}, 8",
+            "jb 22f",
+            "mov rax, qword ptr [{src}]",
+            "mov qword ptr [{dst}], rax",
+            "add {src}, 8",
+            "add {dst}, 8",
+            "sub {len}, 8",
+            "jmp 21b",
+            "22:",
+            "test {len}, 4",
+            "jz 26f",
+            "mov eax, dword ptr [{src}]",
+            "mov dword ptr [{dst}], eax",
+            "add {src}, 4",
+            "add {dst}, 4",
+            "26:",
+            "test {len}, 2",
+            "jz 27f",
+            "mov ax, word ptr [{src}]",
+            "mov word ptr [{dst}], ax",
+            "add {src}, 2",
+            "add {dst}, 2",
+            "27:",
+            "test {len}, 1",
+            "jz 28f",
+            "mov al, byte ptr [{src}]",
+            "mov byte ptr [{dst}], al",
+            "28:",
+            // last_at, last_timestamp, then the committing store of `write`.
+            "mov qword ptr [{w} + 16], {new}",
+            "mov qword ptr [{w} + 8], {ts}",
+            #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
+            "mov qword ptr [{w}], {new}",
+            "4:",
+            "xor eax, eax",
+            "jmp 24f",
+            "6:",
+            "mov eax, 1",
+            "jmp 24f",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "5:",
+            "mov eax, 2",
+            "24:",
+            area = in(reg) area,
+            cpu = in(reg) r.cpu,
+            w = in(reg) r.writer,
+            fence = in(reg) r.fence,
+            old = in(reg) r.old,
+            new = in(reg) r.new,
+            ts = in(reg) r.ts,
+            header = in(reg) r.header,
+            hlen = in(reg) r.header_len,
+            dst = inout(reg) r.dst => _,
+            src = inout(reg) r.payload => _,
+            len = inout(reg) r.payload_len => _,
+            out("rax") status,
+            options(nostack),
+        );
+    }
+    status
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+unsafe fn record_sequence(_area: *mut Area, _r: &Record) -> u64 {
+    unreachable!("Rseq::get refuses targets other than x86-64 Linux")
+}
+
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 unsafe fn sequence(_area: *mut Area, _op: &Op) -> u64 {
     unreachable!("Rseq::get refuses targets other than x86-64 Linux")
@@ -456,6 +582,89 @@ mod tests {
         let out = unsafe { rseq.commit(&o) };
         assert_ne!(out, Outcome::Committed, "the word is 6, not 5");
         assert_eq!(word, 6);
+    }
+
+    #[test]
+    fn a_record_sequence_writes_header_then_payload_and_its_words() {
+        let Ok(rseq) = Rseq::get() else {
+            eprintln!("rseq unavailable: skipped");
+            return;
+        };
+        let payload: Vec<u8> = (100..=164).collect();
+        let header = 0x0807_0605_0403_0201u64;
+        for header_len in 0..=8usize {
+            for len in 8usize.saturating_sub(header_len)..=40 {
+                for shift in 0..3 {
+                    // write, last_timestamp, last_at; then a fence word.
+                    let mut words = [7u64, 0, 0];
+                    let mut fence = 0u64;
+                    let mut dst = [0u8; 64];
+                    loop {
+                        let record = Record {
+                            cpu: rseq.cpu().expect("registered") as u64,
+                            writer: words.as_mut_ptr(),
+                            fence: &mut fence,
+                            old: 7,
+                            new: 9,
+                            ts: 11,
+                            dst: dst[shift..].as_mut_ptr(),
+                            header,
+                            header_len,
+                            payload: payload.as_ptr(),
+                            payload_len: len,
+                        };
+                        // SAFETY: every pointer is into a live local, in bounds
+                        // (shift + header_len + len <= 2 + 8 + 40).
+                        if unsafe { rseq.run_record(&record) } == Outcome::Committed {
+                            break;
+                        }
+                    }
+                    let end = shift + header_len + len;
+                    let what = format!("header {header_len}, payload {len}");
+                    assert_eq!(words, [9, 11, 9], "{what}");
+                    assert_eq!(
+                        &dst[shift..shift + header_len],
+                        &header.to_le_bytes()[..header_len],
+                        "{what}"
+                    );
+                    assert_eq!(&dst[shift + header_len..end], &payload[..len], "{what}");
+                    assert!(dst[..shift].iter().all(|&b| b == 0), "{what}: before");
+                    assert!(dst[end..].iter().all(|&b| b == 0), "{what}: beyond");
+                }
+            }
+        }
+        // A changed word, or a held fence: nothing committed.
+        let mut words = [8u64, 0, 0];
+        let mut dst = [0u8; 16];
+        for (old, mut fence) in [(7, 0u64), (8, 1)] {
+            let record = Record {
+                cpu: rseq.cpu().expect("registered") as u64,
+                writer: words.as_mut_ptr(),
+                fence: &mut fence,
+                old,
+                new: 9,
+                ts: 11,
+                dst: dst.as_mut_ptr(),
+                header,
+                header_len: 8,
+                payload: payload.as_ptr(),
+                payload_len: 8,
+            };
+            // SAFETY: as above.
+            assert_ne!(unsafe { rseq.run_record(&record) }, Outcome::Committed);
+            assert_eq!(words, [8, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn writer_words_sit_where_the_record_sequence_stores() {
+        use ringbuf_core::{SharedWord, WriterWords};
+        assert_eq!(core::mem::offset_of!(WriterWords<SharedWord>, write), 0);
+        assert_eq!(
+            core::mem::offset_of!(WriterWords<SharedWord>, last_timestamp),
+            8
+        );
+        assert_eq!(core::mem::offset_of!(WriterWords<SharedWord>, last_at), 16);
     }
 
     #[test]

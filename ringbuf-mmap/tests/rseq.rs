@@ -1,18 +1,27 @@
 //! The rseq commit primitive under fire: per-CPU counters updated only by
 //! sequences must come out exact with more threads than CPUs, forced migrations
 //! and a signal storm whose handler runs sequences too; a sequence armed for
-//! another CPU must never commit; and rseq must be off when disabled.
+//! another CPU must never commit; and rseq must be off when disabled. Both forms
+//! of the sequence take turns: the general one (a descriptor, [`Op`]) and the one
+//! specialised for a record ([`Record`]).
 //!
-//! `.ci/run` builds these tests with the feature `rseq-mutant-no-cpu-check` (the
-//! sequence without its CPU check) and asserts that they fail.
+//! `.ci/run` builds these tests with the features `rseq-mutant-no-cpu-check` (the
+//! sequences without their CPU check) and `rseq-mutant-commit-before-copy` (their
+//! committing store before the copy) and asserts that they fail.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use ringbuf_mmap::rseq::{Op, Outcome, Rseq, Segment, Unavailable, WordOp, MAX_SEGMENTS};
+use ringbuf_mmap::rseq::{
+    Op, Outcome, Record, Rseq, Segment, Sequencer, Unavailable, WordOp, MAX_SEGMENTS,
+};
 
 const CPUS: usize = 256;
-static COUNTERS: [AtomicU64; CPUS] = [const { AtomicU64::new(0) }; CPUS];
+/// Per CPU: the counter, then the two words a [`Record`] sequence stores after
+/// `write` (its `last_timestamp` and `last_at`).
+static COUNTERS: [[AtomicU64; 3]; CPUS] = [const { [const { AtomicU64::new(0) }; 3] }; CPUS];
+/// The fence word of the [`Record`] sequences: always free.
+static FENCE: AtomicU64 = AtomicU64::new(0);
 /// A per-CPU scratch area each sequence copies 1 KiB into: most aborts then land
 /// in the copy, where a committing store moved before it (the mutant
 /// `rseq-mutant-commit-before-copy`) counts an increment twice.
@@ -20,16 +29,39 @@ static SCRATCH: [[AtomicU64; 128]; CPUS] = [const { [const { AtomicU64::new(0) }
 static HANDLER_INCREMENTS: AtomicU64 = AtomicU64::new(0);
 static RSEQ: std::sync::OnceLock<Rseq> = std::sync::OnceLock::new();
 
-/// Adds one to the counter of the CPU this runs on, by rseq; the number of
-/// sequences that aborted or saw a changed word before it committed.
-fn increment(rseq: Rseq) -> u64 {
+/// Adds one to the counter of the CPU this runs on, by rseq (the sequence
+/// specialised for a record if `record`); the number of sequences that aborted or
+/// saw a changed word before it committed.
+fn increment(rseq: Rseq, record: bool) -> u64 {
     let src = [0x5au8; 1024];
     let mut retries = 0;
     loop {
         let cpu = rseq.cpu().expect("glibc registers every thread it creates") as usize;
         assert!(cpu < CPUS, "CPU {cpu} beyond the test's table of {CPUS}");
-        let counter = COUNTERS[cpu].as_ptr();
-        let old = COUNTERS[cpu].load(Relaxed);
+        let counter = COUNTERS[cpu][0].as_ptr();
+        let old = COUNTERS[cpu][0].load(Relaxed);
+        if record {
+            let r = Record {
+                cpu: cpu as u64,
+                writer: counter,
+                fence: FENCE.as_ptr(),
+                old,
+                new: old + 1,
+                ts: old,
+                dst: SCRATCH[cpu].as_ptr() as *mut u8,
+                header: u64::MAX,
+                header_len: 8,
+                payload: src.as_ptr(),
+                payload_len: src.len() - 8,
+            };
+            // SAFETY: every pointer is into statics or this frame; the counters
+            // are only ever changed by committing sequences, the rest is junk.
+            match unsafe { rseq.run_record(&r) } {
+                Outcome::Committed => return retries,
+                Outcome::Changed | Outcome::Aborted => retries += 1,
+            }
+            continue;
+        }
         let none = Segment {
             dst: std::ptr::null_mut(),
             src: std::ptr::null(),
@@ -76,7 +108,8 @@ fn increment(rseq: Rseq) -> u64 {
 
 extern "C" fn on_sigusr2(_: libc::c_int) {
     if let Some(rseq) = RSEQ.get() {
-        increment(*rseq);
+        let n = HANDLER_INCREMENTS.load(Relaxed);
+        increment(*rseq, n % 2 == 1);
         HANDLER_INCREMENTS.fetch_add(1, Relaxed);
     }
 }
@@ -158,15 +191,38 @@ fn a_sequence_armed_for_another_cpu_never_commits() {
                     value: 8,
                 },
             };
+            // The record form: its words (write, last_timestamp, last_at) and a
+            // destination of its own, on this thread's stack.
+            let mut words = [7u64, 0, 0];
+            let fence = 0u64;
+            let mut dst = [0u8; 16];
+            let record = Record {
+                cpu: a as u64,
+                writer: words.as_mut_ptr(),
+                fence: &fence as *const u64 as *mut u64,
+                old: 7,
+                new: 8,
+                ts: 1,
+                dst: dst.as_mut_ptr(),
+                header: 1,
+                header_len: 8,
+                payload: [2u8; 8].as_ptr(),
+                payload_len: 8,
+            };
             assert!(pin(0, b), "pin to CPU {b}");
-            (0..1000)
-                .map(|_| {
+            let stale = (0..1000)
+                .flat_map(|_| {
                     assert_eq!(rseq.cpu(), Some(b as u32), "pinned to {b}");
                     // SAFETY: the words live in the parent frame, which outlives the
-                    // scope.
-                    unsafe { rseq.commit(&op) }
+                    // scope, or in this one; the record's pointers are all locals.
+                    unsafe { [rseq.commit(&op), rseq.run_record(&record)] }
                 })
-                .find(|o| *o == Outcome::Committed)
+                .find(|o| *o == Outcome::Committed);
+            assert_eq!(
+                words[0], 7,
+                "a record sequence for CPU {a} committed on {b}"
+            );
+            stale
         })
         .join()
         .unwrap()
@@ -179,7 +235,7 @@ fn storm(threads: usize, run_for: Duration) {
     let Some(rseq) = rseq_or_skip() else { return };
     RSEQ.get_or_init(|| rseq);
     let cpus = allowed_cpus();
-    let before: u64 = COUNTERS.iter().map(|c| c.load(Relaxed)).sum();
+    let before: u64 = COUNTERS.iter().map(|c| c[0].load(Relaxed)).sum();
     let handled_before = HANDLER_INCREMENTS.load(Relaxed);
     // SAFETY: a handler that is async-signal-safe (loads, the sequence, an add).
     unsafe {
@@ -202,7 +258,7 @@ fn storm(threads: usize, run_for: Duration) {
                     tids[i].store(unsafe { libc::gettid() } as u64, Relaxed);
                     let (mut n, mut r) = (0, 0);
                     while n % 1024 != 0 || Instant::now() < stop_at {
-                        r += increment(rseq);
+                        r += increment(rseq, n % 2 == 1);
                         n += 1;
                     }
                     retries.fetch_add(r, Relaxed);
@@ -234,7 +290,7 @@ fn storm(threads: usize, run_for: Duration) {
         }
         done.store(true, Relaxed);
     });
-    let after: u64 = COUNTERS.iter().map(|c| c.load(Relaxed)).sum();
+    let after: u64 = COUNTERS.iter().map(|c| c[0].load(Relaxed)).sum();
     let handled = HANDLER_INCREMENTS.load(Relaxed) - handled_before;
     eprintln!(
         "{threads} threads: {} increments, {handled} from signal handlers, {} retries",
