@@ -675,7 +675,7 @@ fn emit_staged<const STAGE: usize>(
     len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> Result<(), EmitError> {
-    let total = EVENT_CONTEXT_BYTES + len;
+    let total = EVENT_CONTEXT_BYTES.saturating_add(len);
     let mut stage = [0u8; STAGE];
     let Some(event) = stage.get_mut(..total) else {
         return Err(EmitError::Reserve(
