@@ -39,8 +39,8 @@ pub struct LossWords<W> {
     pub nested: W,
     /// Sub-buffers overwritten before the reader got them (overwrite mode).
     pub overrun: W,
-    /// Events dropped on the rseq path because a remote switch held the buffer's
-    /// fence too long (docs/ARCHITECTURE.md §10).
+    /// Events dropped on the rseq path by a signal handler that interrupted the
+    /// thread holding the buffer's fence for a switch (docs/ARCHITECTURE.md §10).
     pub fenced: W,
 }
 

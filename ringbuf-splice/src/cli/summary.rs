@@ -64,8 +64,8 @@ fn counters(s: &Stats) -> [(&'static str, u64, &'static str); 5] {
         (
             "lost_fenced",
             s.lost_fenced,
-            "events dropped on the rseq path while a switch from the consumer held their \
-             buffer too long (the consumer preempted in the middle of it)",
+            "events a signal handler wrote on the rseq path while its own thread held \
+             their buffer for a switch (the consumer's thread: it cannot wait for itself)",
         ),
     ]
 }
