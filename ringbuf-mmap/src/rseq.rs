@@ -237,17 +237,105 @@ fn thread_pointer() -> *mut u8 {
     }
 }
 
+/// The start of a sequence: its descriptor (`struct rseq_cs {version, flags,
+/// start_ip, post_commit_offset, abort_ip}`, 32-byte aligned in section
+/// `__rseq_cs`; the critical section is `3:` up to `4:`, the abort handler `5:`),
+/// the descriptor's address in `__rseq_cs_ptr_array` and the early exit `6:` in
+/// `__rseq_exit_point_array` (as librseq does, for debuggers); then arming
+/// (`rseq_cs = &descriptor`, operand `area`), `3:`, and `cpu_id` loaded into
+/// `eax` for the CPU check that must come first.
+macro_rules! sequence_start {
+    () => {
+        concat!(
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "9:\n",
+            ".long 0, 0\n",
+            ".quad 3f, (4f - 3f), 5f\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs_ptr_array, \"aw\"\n",
+            ".quad 9b\n",
+            ".popsection\n",
+            ".pushsection __rseq_exit_point_array, \"aw\"\n",
+            ".quad 3f, 6f\n",
+            ".popsection\n",
+            "lea rax, [rip + 9b]\n",
+            "mov qword ptr [{area} + 8], rax\n",
+            "3:\n",
+            "mov eax, dword ptr [{area} + 4]",
+        )
+    };
+}
+
+/// The end of a sequence, right after its committing store: `4:` (the end of
+/// the critical section), status 0 (committed); the early exit `6:`, status 1
+/// (changed); glibc's signature `RSEQ_SIG` 0x53053053 after the `ud1` opcode
+/// bytes (so that it disassembles as one instruction; the kernel refuses an
+/// abort handler without it), then the abort handler `5:`, status 2.
+macro_rules! sequence_end {
+    () => {
+        concat!(
+            "4:\n",
+            "xor eax, eax\n",
+            "jmp 24f\n",
+            "6:\n",
+            "mov eax, 1\n",
+            "jmp 24f\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long 0x53053053\n",
+            "5:\n",
+            "mov eax, 2\n",
+            "24:",
+        )
+    };
+}
+
+/// Copies `len` bytes from `src` to `dst` (registers, advanced; `rax` is
+/// scratch): 8 bytes at a time (unaligned `mov`s), then the tail (under 8
+/// bytes) 4, 2 and 1 at a time. Labels 21, 22, 26, 27, 28.
+#[rustfmt::skip] // One instruction a line.
+macro_rules! copy_bytes {
+    ($dst:literal, $src:literal, $len:literal) => {
+        concat!(
+            "21:\n",
+            "cmp ", $len, ", 8\n",
+            "jb 22f\n",
+            "mov rax, qword ptr [", $src, "]\n",
+            "mov qword ptr [", $dst, "], rax\n",
+            "add ", $src, ", 8\n",
+            "add ", $dst, ", 8\n",
+            "sub ", $len, ", 8\n",
+            "jmp 21b\n",
+            "22:\n",
+            "test ", $len, ", 4\n",
+            "jz 26f\n",
+            "mov eax, dword ptr [", $src, "]\n",
+            "mov dword ptr [", $dst, "], eax\n",
+            "add ", $src, ", 4\n",
+            "add ", $dst, ", 4\n",
+            "26:\n",
+            "test ", $len, ", 2\n",
+            "jz 27f\n",
+            "mov ax, word ptr [", $src, "]\n",
+            "mov word ptr [", $dst, "], ax\n",
+            "add ", $src, ", 2\n",
+            "add ", $dst, ", 2\n",
+            "27:\n",
+            "test ", $len, ", 1\n",
+            "jz 28f\n",
+            "mov al, byte ptr [", $src, "]\n",
+            "mov byte ptr [", $dst, "], al\n",
+            "28:",
+        )
+    };
+}
+
 /// The sequence: status 0 committed, 1 changed, 2 aborted.
 ///
-/// Copies go eight bytes at a time (unaligned `mov`s), then 4, 2 and 1.
-///
-/// Shape (after librseq's x86-64 sequences): the descriptor (`struct rseq_cs`,
-/// 32-byte aligned, in section `__rseq_cs`, listed in `__rseq_cs_ptr_array`)
-/// covers `3:` up to `4:` (the end of the committing store); the abort handler
-/// `5:` is preceded by the signature glibc registered (`RSEQ_SIG`, 0x53053053,
-/// after the `ud1` opcode bytes so that it disassembles as one instruction); the
-/// early exit `6:` is listed in `__rseq_exit_point_array` for debuggers. No call,
-/// no stack use inside. The cargo features `rseq-mutant-no-cpu-check` (no CPU
+/// Shape (after librseq's x86-64 sequences): [`sequence_start`], the CPU check,
+/// the word checks, the segments ([`copy_bytes`] each), the two non-committing
+/// stores and the committing one, [`sequence_end`]. No call, no stack use
+/// inside. The cargo features `rseq-mutant-no-cpu-check` (no CPU
 /// comparison) and `rseq-mutant-commit-before-copy` (the committing store moved
 /// before the copies) are deliberately broken builds that the tests must catch.
 ///
@@ -262,24 +350,7 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
     // the area's `rseq_cs` and `cpu_id`, and clobbers the declared registers.
     unsafe {
         core::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "9:",
-            ".long 0, 0",
-            ".quad 3f, (4f - 3f), 5f",
-            ".popsection",
-            ".pushsection __rseq_cs_ptr_array, \"aw\"",
-            ".quad 9b",
-            ".popsection",
-            ".pushsection __rseq_exit_point_array, \"aw\"",
-            ".quad 3f, 6f",
-            ".popsection",
-            // Arm the sequence: rseq_cs = &descriptor.
-            "lea rax, [rip + 9b]",
-            "mov qword ptr [{area} + 8], rax",
-            "3:",
-            // On the expected CPU?
-            "mov eax, dword ptr [{area} + 4]",
+            sequence_start!(),
             #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
             "cmp rax, qword ptr [{op}]",
             #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
@@ -309,39 +380,7 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov r10, qword ptr [r8]",
             "mov r11, qword ptr [r8 + 8]",
             "mov rcx, qword ptr [r8 + 16]",
-            // Eight bytes at a time, then the tail byte by byte.
-            "25:",
-            "cmp rcx, 8",
-            "jb 22f",
-            "mov rax, qword ptr [r11]",
-            "mov qword ptr [r10], rax",
-            "add r10, 8",
-            "add r11, 8",
-            "sub rcx, 8",
-            "jmp 25b",
-            // The tail (under 8 bytes): 4, 2, then 1.
-            "22:",
-            "cmp rcx, 4",
-            "jb 26f",
-            "mov eax, dword ptr [r11]",
-            "mov dword ptr [r10], eax",
-            "add r10, 4",
-            "add r11, 4",
-            "sub rcx, 4",
-            "26:",
-            "cmp rcx, 2",
-            "jb 27f",
-            "mov ax, word ptr [r11]",
-            "mov word ptr [r10], ax",
-            "add r10, 2",
-            "add r11, 2",
-            "sub rcx, 2",
-            "27:",
-            "test rcx, rcx",
-            "jz 23f",
-            "mov al, byte ptr [r11]",
-            "mov byte ptr [r10], al",
-            "23:",
+            copy_bytes!("r10", "r11", "rcx"),
             "add r8, 24",
             "dec r9",
             "jmp 7b",
@@ -359,17 +398,7 @@ unsafe fn sequence(area: *mut Area, op: &Op) -> u64 {
             "mov rax, qword ptr [{op} + 184]",
             #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
             "mov qword ptr [rcx], rax",
-            "4:",
-            "xor eax, eax",
-            "jmp 24f",
-            "6:",
-            "mov eax, 1",
-            "jmp 24f",
-            ".byte 0x0f, 0xb9, 0x3d",
-            ".long 0x53053053",
-            "5:",
-            "mov eax, 2",
-            "24:",
+            sequence_end!(),
             area = in(reg) area,
             op = in(reg) op as *const Op,
             out("rax") status,
@@ -401,25 +430,10 @@ unsafe fn record_sequence(area: *mut Area, r: &Record) -> u64 {
     // the area's `rseq_cs` and `cpu_id`.
     unsafe {
         core::arch::asm!(
-            ".pushsection __rseq_cs, \"aw\"",
-            ".balign 32",
-            "9:",
-            ".long 0, 0",
-            ".quad 3f, (4f - 3f), 5f",
-            ".popsection",
-            ".pushsection __rseq_cs_ptr_array, \"aw\"",
-            ".quad 9b",
-            ".popsection",
-            ".pushsection __rseq_exit_point_array, \"aw\"",
-            ".quad 3f, 6f",
-            ".popsection",
             // The mutant without a CPU check still names the operand.
             #[cfg(feature = "rseq-mutant-no-cpu-check")]
             "/* {cpu} */",
-            "lea rax, [rip + 9b]",
-            "mov qword ptr [{area} + 8], rax",
-            "3:",
-            "mov eax, dword ptr [{area} + 4]",
+            sequence_start!(),
             #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
             "cmp rax, {cpu}",
             #[cfg(not(feature = "rseq-mutant-no-cpu-check"))]
@@ -432,51 +446,13 @@ unsafe fn record_sequence(area: *mut Area, r: &Record) -> u64 {
             "mov qword ptr [{w}], {new}",
             "mov qword ptr [{dst}], {header}",
             "add {dst}, {hlen}",
-            "21:",
-            "cmp {len}, 8",
-            "jb 22f",
-            "mov rax, qword ptr [{src}]",
-            "mov qword ptr [{dst}], rax",
-            "add {src}, 8",
-            "add {dst}, 8",
-            "sub {len}, 8",
-            "jmp 21b",
-            "22:",
-            "test {len}, 4",
-            "jz 26f",
-            "mov eax, dword ptr [{src}]",
-            "mov dword ptr [{dst}], eax",
-            "add {src}, 4",
-            "add {dst}, 4",
-            "26:",
-            "test {len}, 2",
-            "jz 27f",
-            "mov ax, word ptr [{src}]",
-            "mov word ptr [{dst}], ax",
-            "add {src}, 2",
-            "add {dst}, 2",
-            "27:",
-            "test {len}, 1",
-            "jz 28f",
-            "mov al, byte ptr [{src}]",
-            "mov byte ptr [{dst}], al",
-            "28:",
+            copy_bytes!("{dst}", "{src}", "{len}"),
             // last_at, last_timestamp, then the committing store of `write`.
             "mov qword ptr [{w} + 16], {new}",
             "mov qword ptr [{w} + 8], {ts}",
             #[cfg(not(feature = "rseq-mutant-commit-before-copy"))]
             "mov qword ptr [{w}], {new}",
-            "4:",
-            "xor eax, eax",
-            "jmp 24f",
-            "6:",
-            "mov eax, 1",
-            "jmp 24f",
-            ".byte 0x0f, 0xb9, 0x3d",
-            ".long 0x53053053",
-            "5:",
-            "mov eax, 2",
-            "24:",
+            sequence_end!(),
             area = in(reg) area,
             cpu = in(reg) r.cpu,
             w = in(reg) r.writer,
