@@ -125,14 +125,14 @@ impl<K: Client + 'static, T: Clock + 'static> PerThreadChannel<K, T> {
         client: impl FnMut(u32) -> K,
         clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
+        let writers = WritePath::Shared;
         // SAFETY: a buffer is written only by the thread that owns its slot (through
         // `ThreadWriter`s, which cannot leave it, and its exit hook) and that
         // thread's signal handlers: one CPU at a time. Ownership moves from thread
         // to thread only through the slot table's CASes, which order the previous
         // owner's writes before the next owner's (see `slots.rs`); a consumer never
         // writes it.
-        let parts =
-            unsafe { Parts::create(backing, options, metadata, client, clock, WritePath::Shared)? };
+        let parts = unsafe { Parts::create(backing, options, metadata, client, clock, writers) }?;
         Ok(Self {
             inner: Arc::new(Inner {
                 // Relaxed: only uniqueness matters.

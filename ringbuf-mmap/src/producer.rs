@@ -200,6 +200,14 @@ pub struct PerCpuChannel<K: Client, T: Clock> {
     rseq: Option<Rseq>,
 }
 
+/// The write path of writers that run `rseq`'s sequences, if any.
+fn write_path(rseq: Option<Rseq>) -> WritePath {
+    match rseq {
+        Some(_) => WritePath::Rseq,
+        None => WritePath::Shared,
+    }
+}
+
 /// Largest schema-described event [`PerCpuChannel::write_event`] stages on the
 /// stack on the rseq path; larger ones count as `lost_big` there.
 pub const RSEQ_EVENT_STAGE: usize = 4096;
@@ -215,10 +223,7 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
         client: impl FnMut(u32) -> K,
         clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
-        // SAFETY: shared flavour: no contract.
-        let parts =
-            unsafe { Parts::create(backing, options, metadata, client, clock, WritePath::Shared)? };
-        Ok(Self { parts, rseq: None })
+        Self::with_sequencer(backing, options, metadata, client, clock, None)
     }
 
     /// As [`PerCpuChannel::create`], with writers on restartable sequences
@@ -241,25 +246,32 @@ impl<K: Client, T: Clock> PerCpuChannel<K, T> {
         let rseq = Rseq::get()
             .ok()
             .filter(|r| options.buffers >= possible_cpus() && r.register_barrier().is_ok());
-        let writers = if rseq.is_some() {
-            WritePath::Rseq
-        } else {
-            WritePath::Shared
-        };
+        Self::with_sequencer(backing, options, metadata, client, clock, rseq)
+    }
+
+    /// The channel, written by `rseq`'s sequences if given, else the shared way.
+    fn with_sequencer(
+        backing: Backing<'_>,
+        options: &ChannelOptions<'_>,
+        metadata: &str,
+        client: impl FnMut(u32) -> K,
+        clock: impl FnMut(u32) -> T,
+        rseq: Option<Rseq>,
+    ) -> Result<Self, ChannelError> {
+        let writers = write_path(rseq);
         // SAFETY: shared words; on the rseq path every writer goes through
-        // `write_seq` with its own CPU (this type's methods), remote switches through
-        // `switch_fenced`.
-        let parts = unsafe { Parts::create(backing, options, metadata, client, clock, writers)? };
-        Ok(Self { parts, rseq })
+        // `write_seq` with its own CPU (this type's methods), remote switches
+        // through `switch_fenced`; on the shared path there is no contract.
+        let parts = unsafe { Parts::create(backing, options, metadata, client, clock, writers) };
+        Ok(Self {
+            parts: parts?,
+            rseq,
+        })
     }
 
     /// How the writers update the buffers.
     pub fn write_path(&self) -> WritePath {
-        if self.rseq.is_some() {
-            WritePath::Rseq
-        } else {
-            WritePath::Shared
-        }
+        write_path(self.rseq)
     }
 
     /// The buffer of the calling thread's CPU. On the rseq path, for reading its
