@@ -171,12 +171,12 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
         channel::write_header(&shm, options, &layout, recorded_clock, metadata, writers);
         let mut buffers = Vec::with_capacity(options.buffers as usize);
         for index in 0..options.buffers {
+            let format = options.format;
             // SAFETY: the mapping lives in the returned struct, after the buffers in
             // drop order; the flavour contract is the caller's.
-            let region =
-                unsafe { channel::init_region::<W>(&shm, &layout, config, options.format, index)? };
+            let region = unsafe { channel::init_region::<W>(&shm, &layout, config, format, index) };
             let notify = Notify::new(client(index), wakeup.fd());
-            buffers.push(Buffer::new(region, notify, clock(index))?);
+            buffers.push(Buffer::new(region?, notify, clock(index))?);
         }
         // SAFETY: the table lies in the mapping, which lives in the returned struct,
         // after the table in drop order.

@@ -912,9 +912,9 @@ fn a_beacon_time_can_precede_a_later_event_but_a_flushed_packet_cannot() {
     for flush in [false, true] {
         let config = Config::new(4096, 4, Mode::Discard);
         let mut mem = vec![0u64; Region::<SharedWord>::size_for(&config).unwrap() / 8];
+        let (ptr, len) = (mem.as_mut_ptr().cast::<u8>(), mem.len() * 8);
         // SAFETY: the vector's own bytes, alive and unaliased while `bytes` is.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(mem.as_mut_ptr().cast::<u8>(), mem.len() * 8) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         let clock = ParkingClock {
             now: Default::default(),
             parked: Default::default(),
