@@ -12,6 +12,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{allowed_cpus, migrate_and_signal, pin};
 use ringbuf_mmap::rseq::{
     Op, Outcome, Record, Rseq, Segment, Sequencer, Unavailable, WordOp, MAX_SEGMENTS,
 };
@@ -112,32 +115,6 @@ extern "C" fn on_sigusr2(_: libc::c_int) {
         increment(*rseq, n % 2 == 1);
         HANDLER_INCREMENTS.fetch_add(1, Relaxed);
     }
-}
-
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is the calling thread; the size is the set's.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: CPU_ISSET reads the set in range.
-    (0..CPUS)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
-}
-
-fn pin(tid: libc::pid_t, cpu: usize) -> bool {
-    // SAFETY: as in allowed_cpus.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` < CPUS <= CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: the thread may have exited (ESRCH), which is reported, not UB.
-    unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) == 0 }
 }
 
 fn rseq_or_skip() -> Option<Rseq> {
@@ -267,24 +244,9 @@ fn storm(threads: usize, run_for: Duration) {
             })
             .collect();
         // Forced migrations and a signal storm until the workers are done.
-        s.spawn(|| {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut n = 0usize;
-            while !done.load(Relaxed) && Instant::now() < deadline {
-                for (i, t) in tids.iter().enumerate() {
-                    let tid = t.load(Relaxed) as libc::pid_t;
-                    if tid != 0 {
-                        pin(tid, cpus[(i + n) % cpus.len()]);
-                        // SAFETY: a thread of this process; ESRCH after it exits.
-                        unsafe {
-                            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2)
-                        };
-                    }
-                }
-                n += 1;
-                std::thread::yield_now();
-            }
-        });
+        let (tids, done) = (&tids, &done);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        s.spawn(move || migrate_and_signal(tids, done, deadline, std::thread::yield_now));
         for w in workers {
             w.join().unwrap();
         }

@@ -10,11 +10,12 @@ use std::sync::atomic::AtomicPtr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{migrate_and_signal, rseq_channel};
 use ringbuf_core::{Config, Mode, RawPacket, RawRecords, Switch};
 use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{
-    possible_cpus, Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer, WritePath,
-};
+use ringbuf_mmap::{possible_cpus, PerCpuChannel, PerCpuConsumer, WritePath};
 
 type Channel = PerCpuChannel<RawRecords, Monotonic>;
 
@@ -50,26 +51,6 @@ extern "C" fn on_sigusr2(_: libc::c_int) {
             Err(_) => SIGNAL_REFUSED.fetch_add(1, Relaxed),
         };
     }
-}
-
-fn pin(tid: libc::pid_t, cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET in range.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: the thread may have exited (ESRCH), which is an error, not UB.
-    unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-}
-
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: as in `pin`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the calling thread, the set's size.
-    unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    // SAFETY: in range.
-    (0..1024)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect()
 }
 
 /// What the reader saw.
@@ -135,24 +116,8 @@ impl Seen {
 
 /// Runs `threads` writers for `run_for` and returns (channel stats sums, seen).
 fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
-    let channel: &'static Channel = Box::leak(Box::new(
-        Channel::create_rseq(
-            Backing::Memfd {
-                name: "rseq-stress",
-            },
-            &ChannelOptions {
-                config: Config::new(4096, 8, mode),
-                buffers: possible_cpus(),
-                format: 0,
-                prefault: true,
-                clock: Monotonic.describe(),
-            },
-            "",
-            |_| RawRecords,
-            |_| Monotonic,
-        )
-        .unwrap(),
-    ));
+    let config = Config::new(4096, 8, mode);
+    let channel: &'static Channel = Box::leak(Box::new(rseq_channel("rseq-stress", config)));
     SIGNAL_OK.store(0, Relaxed);
     SIGNAL_REFUSED.store(0, Relaxed);
     CHANNEL.store(channel as *const Channel as *mut Channel, Relaxed);
@@ -172,7 +137,6 @@ fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
         sa.sa_flags = libc::SA_RESTART;
         assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
     }
-    let cpus = allowed_cpus();
     let done = AtomicBool::new(false);
     let tids: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let committed: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
@@ -200,24 +164,14 @@ fn run(mode: Mode, threads: u64, run_for: Duration) -> Option<()> {
                 })
             })
             .collect();
-        s.spawn(|| {
-            let mut n = 0usize;
-            // Also bounded in time: if the consumer (this scope's owner) panics,
-            // `done` is never set.
-            while !done.load(Relaxed) && Instant::now() < stop_at + Duration::from_secs(5) {
-                for (i, t) in tids.iter().enumerate() {
-                    let tid = t.load(Relaxed) as libc::pid_t;
-                    if tid != 0 {
-                        pin(tid, cpus[(i + n) % cpus.len()]);
-                        // SAFETY: a thread of this process (ESRCH once it exits).
-                        unsafe {
-                            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2)
-                        };
-                    }
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_micros(100));
-            }
+        // Also bounded in time: if the consumer (this scope's owner) panics,
+        // `done` is never set.
+        let (tids, done) = (&tids, &done);
+        let deadline = stop_at + Duration::from_secs(5);
+        s.spawn(move || {
+            migrate_and_signal(tids, done, deadline, || {
+                std::thread::sleep(Duration::from_micros(100))
+            })
         });
         // The consumer: live switches (fenced) while draining, in discard mode.
         while writers.iter().any(|w| !w.is_finished()) {
@@ -315,20 +269,7 @@ fn rseq_off_falls_back_to_the_shared_path() {
         assert!(status.success(), "child: {status}");
         return;
     }
-    let c = Channel::create_rseq(
-        Backing::Memfd { name: "rseq-off" },
-        &ChannelOptions {
-            config: Config::new(4096, 4, Mode::Discard),
-            buffers: possible_cpus(),
-            format: 0,
-            prefault: false,
-            clock: Monotonic.describe(),
-        },
-        "",
-        |_| RawRecords,
-        |_| Monotonic,
-    )
-    .unwrap();
+    let c = rseq_channel("rseq-off", Config::new(4096, 4, Mode::Discard));
     assert_eq!(c.write_path(), WritePath::Shared);
     c.write(1, &payload(0, 0)).unwrap();
     c.switch_all(Switch::Flush).unwrap();
