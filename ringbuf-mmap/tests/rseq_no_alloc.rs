@@ -1,58 +1,22 @@
 //! The rseq write path (records, sub-buffer switches in a sequence, helped
 //! deliveries, fenced switches) never allocates: counted with a global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+#[path = "../../ringbuf-core/tests/common/counting_alloc.rs"]
+mod counting_alloc;
 
-use ringbuf_core::{Config, Mode, RawRecords, Switch};
-use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{possible_cpus, Backing, ChannelOptions, PerCpuChannel, WritePath};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: delegates to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use common::rseq_channel;
+use counting_alloc::{allocations, Counting};
+use ringbuf_core::{Config, Mode, Switch};
+use ringbuf_mmap::WritePath;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
 #[test]
 fn the_rseq_write_path_never_allocates() {
     for mode in [Mode::Discard, Mode::Overwrite] {
-        let channel = PerCpuChannel::create_rseq(
-            Backing::Memfd {
-                name: "rseq-no-alloc",
-            },
-            &ChannelOptions {
-                config: Config::new(4096, 4, mode),
-                buffers: possible_cpus(),
-                format: 0,
-                prefault: true,
-                clock: Monotonic.describe(),
-            },
-            "",
-            |_| RawRecords,
-            |_| Monotonic,
-        )
-        .unwrap();
+        let channel = rseq_channel("rseq-no-alloc", Config::new(4096, 4, mode));
         if channel.write_path() != WritePath::Rseq {
             eprintln!("rseq unavailable: skipped");
             return;

@@ -2,9 +2,6 @@
 //! formatted message), once its callsites' first events registered their
 //! classes: a counting allocator counts the calls of the recording thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use ringbuf_splice::Session;
 use tracing::{debug, info, info_span};
 use tracing_subscriber::prelude::*;
@@ -13,49 +10,10 @@ mod common;
 
 use common::{babeltrace_count, temp_dir};
 
-/// The system allocator, counting the calls of each thread.
-struct Counting;
+#[path = "../../ringbuf-core/tests/common/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    /// Allocator calls by this thread (`const`, no destructor: usable in the
-    /// allocator).
-    static CALLS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = CALLS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn calls() -> u64 {
-    CALLS.with(Cell::get)
-}
-
-// SAFETY: every call goes to `System` with the caller's arguments; counting
-// touches no memory of the allocator's.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's contract is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use counting_alloc::{allocations, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -86,14 +44,14 @@ fn events_with_primitive_fields_allocate_nothing_after_the_first() {
                 debug!(n = i);
             })
         };
-        let before = calls();
+        let before = allocations();
         round(0);
-        let first = calls() - before;
-        let before = calls();
+        let first = allocations() - before;
+        let before = allocations();
         for i in 1..ROUNDS {
             round(i);
         }
-        (first, calls() - before)
+        (first, allocations() - before)
     });
     // The first round registered classes (which allocates): the counter counts.
     assert!(first > 0, "the counting allocator saw nothing");
