@@ -5,7 +5,6 @@
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
-use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,75 +12,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ringbuf_core::ctf::{Ctf, PacketInfo, TraceDescription, PACKET_HEADER_SIZE};
-use ringbuf_core::{Config, Mode, Switch};
-use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{Backing, ChannelOptions, ExportError, PerCpuChannel, PerCpuConsumer};
+use ringbuf_core::ctf::{PacketInfo, PACKET_HEADER_SIZE};
+use ringbuf_core::Switch;
+use ringbuf_mmap::ExportError;
 use ringbuf_splice::export::Splicer;
 use ringbuf_splice::export_loop::{export_all, ExportStats, LoopError, Outputs};
 use ringbuf_splice::TraceDir;
 
 mod common;
 
-use common::numbered::{assert_exactly, decode_trace, write_numbered, NUMBERED};
+use common::numbered::{assert_exactly, channel, decode_trace, write, Channel};
 use common::{babeltrace_count, temp_dir};
 
-const UUID: [u8; 16] = *b"live-test-stream";
 /// Small sub-buffers, so that a test's data fits in a socket's or pipe's buffers
 /// while its receiver reads nothing.
 const SMALL: u64 = 4096;
 /// How long a slow receiver sleeps before each read.
 const PAUSE: Duration = Duration::from_micros(200);
-
-type Channel = PerCpuChannel<Ctf, Monotonic>;
-type Consumer = PerCpuConsumer<Ctf, Monotonic>;
-
-/// A channel of `buffers` buffers (every CPU writes buffer `cpu % buffers`) and a
-/// consumer attached to it as another process would be.
-fn channel(subbuf: u64, count: u64, buffers: u32) -> (Channel, Consumer) {
-    let mut metadata = String::new();
-    let trace = TraceDescription {
-        uuid: UUID,
-        clock: Monotonic.describe(),
-        events: &NUMBERED,
-        tracer_name: "test",
-        env: &[],
-        event_context: &[],
-    };
-    ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
-    let options = ChannelOptions {
-        config: Config::new(subbuf, count, Mode::Discard),
-        buffers,
-        format: 1,
-        prefault: false,
-        clock: trace.clock,
-    };
-    let channel = PerCpuChannel::create(
-        Backing::Memfd { name: "live" },
-        &options,
-        &metadata,
-        |c| Ctf::new(UUID, c),
-        |_| Monotonic,
-    )
-    .unwrap();
-    let memfd = channel.shm().try_clone_fd().unwrap();
-    let wake = channel.wakeup().try_clone_fd().unwrap();
-    let consumer =
-        PerCpuConsumer::attach_fd(memfd, Some(wake), 1, |c| Ctf::new(UUID, c), |_| Monotonic)
-            .unwrap();
-    (channel, consumer)
-}
-
-/// Writes the events numbered `numbers`; returns those committed.
-fn write(channel: &Channel, numbers: Range<u64>) -> Vec<u64> {
-    numbers
-        .filter(|&n| {
-            write_numbered(n, |schema, values| {
-                channel.write_event(schema, values).is_ok()
-            })
-        })
-        .collect()
-}
 
 fn lost(channel: &Channel) -> u64 {
     channel.stats().iter().map(|s| s.events_discarded()).sum()
@@ -196,7 +143,7 @@ fn receive_slowly(
 #[test]
 fn a_slow_receiver_gets_every_packet_as_the_writers_committed_it() {
     let dir = temp_dir("slow");
-    let (channel, consumer) = channel(SMALL, 8, 1);
+    let (channel, consumer) = channel("live", SMALL, 8, 1);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (open, gate) = mpsc::channel();
@@ -233,7 +180,7 @@ fn a_slow_receiver_gets_every_packet_as_the_writers_committed_it() {
 #[test]
 fn a_receiver_that_splices_onward_gets_every_packet_as_the_writers_committed_it() {
     let dir = temp_dir("onward");
-    let (channel, consumer) = channel(SMALL, 8, 1);
+    let (channel, consumer) = channel("live", SMALL, 8, 1);
     // Packets go into pipe A; a thread splices whatever arrives on into pipe B at
     // once (A is empty again, but the pages live on in B); the receiver reads B.
     let (a_read, a_write) = std::io::pipe().unwrap();
@@ -287,7 +234,7 @@ fn a_receiver_that_splices_onward_gets_every_packet_as_the_writers_committed_it(
 fn export_never_touches_payload_bytes() {
     const SUBBUF: u64 = 64 * 1024;
     let dir = temp_dir("zerocopy");
-    let (channel, consumer) = channel(SUBBUF, 8, ringbuf_mmap::possible_cpus());
+    let (channel, consumer) = channel("live", SUBBUF, 8, ringbuf_mmap::possible_cpus());
     // Less than the buffer holds: nothing is lost, and the flush finds room.
     let committed = write(&channel, 0..5_000);
     assert_eq!(committed.len(), 5_000);
@@ -374,7 +321,7 @@ fn an_export_stopped_mid_packet_leaves_only_whole_packets_in_the_file() {
 /// The child: exports packets of `SMALL` bytes into a trace at `dir` while files
 /// may not grow past two and a half packets, so the third stops mid-packet.
 fn export_under_a_size_limit(dir: &Path) {
-    let (channel, consumer) = channel(SMALL, 8, 1);
+    let (channel, consumer) = channel("live", SMALL, 8, 1);
     assert_eq!(write(&channel, 0..300).len(), 300, "five packets, no loss");
     channel.switch_all(Switch::Flush).unwrap();
     let trace = TraceDir::with_metadata(&dir.join("trace"), consumer.metadata()).unwrap();

@@ -9,16 +9,13 @@
 
 use std::io::BufRead;
 use std::net::{TcpListener, TcpStream};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ringbuf_core::ctf::{Ctf, TraceDescription};
+use ringbuf_core::ctf::Ctf;
 use ringbuf_core::{Config, Mode, Switch};
-use ringbuf_mmap::clock::Monotonic;
-use ringbuf_mmap::{Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
 use ringbuf_splice::export::Splicer;
 use ringbuf_splice::export_loop::{export_all, ExportStats, Outputs};
 use ringbuf_splice::relayd::{Relayd, RelaydAddress, RelaydError, RelaydOptions};
@@ -26,7 +23,7 @@ use ringbuf_splice::{Session, TraceDir};
 
 mod common;
 
-use common::numbered::{assert_exactly, decode_trace, write_numbered, NUMBERED};
+use common::numbered::{assert_exactly, channel, decode_trace, write, UUID};
 use common::{babeltrace_count, babeltrace_counts, temp_dir};
 
 const RINGBUF: &str = env!("CARGO_BIN_EXE_ringbuf");
@@ -233,65 +230,13 @@ impl RelaydProcess {
     }
 }
 
-type Channel = PerCpuChannel<Ctf, Monotonic>;
-type Consumer = PerCpuConsumer<Ctf, Monotonic>;
-
-const UUID: [u8; 16] = *b"relayd-test-uuid";
-
-/// A channel of `buffers` small buffers of numbered events, and a consumer
-/// attached to it as another process would be.
-fn channel(buffers: u32) -> (Channel, Consumer) {
-    let mut metadata = String::new();
-    let trace = TraceDescription {
-        uuid: UUID,
-        clock: Monotonic.describe(),
-        events: &NUMBERED,
-        tracer_name: "test",
-        env: &[],
-        event_context: &[],
-    };
-    ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
-    let options = ChannelOptions {
-        config: Config::new(4096, 4, Mode::Discard),
-        buffers,
-        format: 1,
-        prefault: false,
-        clock: trace.clock,
-    };
-    let channel = PerCpuChannel::create(
-        Backing::Memfd { name: "relayd" },
-        &options,
-        &metadata,
-        |c| Ctf::new(UUID, c),
-        |_| Monotonic,
-    )
-    .unwrap();
-    let memfd = channel.shm().try_clone_fd().unwrap();
-    let wake = channel.wakeup().try_clone_fd().unwrap();
-    let consumer =
-        PerCpuConsumer::attach_fd(memfd, Some(wake), 1, |c| Ctf::new(UUID, c), |_| Monotonic)
-            .unwrap();
-    (channel, consumer)
-}
-
-/// Writes the events numbered `numbers`; returns those committed.
-fn write(channel: &Channel, numbers: Range<u64>) -> Vec<u64> {
-    numbers
-        .filter(|&n| {
-            write_numbered(n, |schema, values| {
-                channel.write_event(schema, values).is_ok()
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn a_relayd_trace_holds_exactly_the_committed_events_and_counts_every_loss() {
     let dir = temp_dir("relayd-exact");
     let Some(relayd) = RelaydProcess::start(&dir) else {
         return;
     };
-    let (channel, consumer) = channel(2);
+    let (channel, consumer) = channel("relayd", 4096, 4, 2);
     let address: RelaydAddress = relayd.url().parse().unwrap();
     let options = RelaydOptions::new("exact", None);
     let client = Relayd::connect(&address, &options, consumer.metadata(), 2).unwrap();
@@ -364,7 +309,7 @@ fn classes_appended_while_streaming_reach_the_relayd_before_their_events() {
     let Some(relayd) = RelaydProcess::start(&dir) else {
         return;
     };
-    let (channel, consumer) = channel(1);
+    let (channel, consumer) = channel("relayd", 4096, 4, 1);
     let address: RelaydAddress = relayd.url().parse().unwrap();
     let options = RelaydOptions::new("classes", None);
     let client = Relayd::connect(&address, &options, consumer.metadata(), 1).unwrap();

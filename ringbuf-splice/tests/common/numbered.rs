@@ -2,12 +2,66 @@
 //! checks a trace directory against them byte for byte: the proof that what a
 //! receiver got is what the writers committed.
 
+use std::ops::Range;
 use std::path::Path;
 
 use ringbuf_core::ctf::{
-    EventHeader, EventSchema, FieldDef, FieldType, PacketInfo, Value, PACKET_HEADER_SIZE,
-    PADDING_EMPTY_ID, PADDING_ID,
+    Ctf, EventHeader, EventSchema, FieldDef, FieldType, PacketInfo, TraceDescription, Value,
+    PACKET_HEADER_SIZE, PADDING_EMPTY_ID, PADDING_ID,
 };
+use ringbuf_core::{Config, Mode};
+use ringbuf_mmap::clock::Monotonic;
+use ringbuf_mmap::{Backing, ChannelOptions, PerCpuChannel, PerCpuConsumer};
+
+/// A channel of numbered events (CTF, `CLOCK_MONOTONIC`).
+pub type Channel = PerCpuChannel<Ctf, Monotonic>;
+/// A consumer of such a channel.
+pub type Consumer = PerCpuConsumer<Ctf, Monotonic>;
+
+/// The trace uuid of [`channel`]s.
+pub const UUID: [u8; 16] = *b"numbered-events!";
+
+/// A channel of `buffers` buffers of `count` sub-buffers of `subbuf` bytes, discard
+/// mode, in a memfd named `name`; and a consumer attached to it as another
+/// process would be.
+pub fn channel(name: &str, subbuf: u64, count: u64, buffers: u32) -> (Channel, Consumer) {
+    let mut metadata = String::new();
+    let trace = TraceDescription {
+        uuid: UUID,
+        clock: Monotonic.describe(),
+        events: &NUMBERED,
+        tracer_name: "test",
+        env: &[],
+        event_context: &[],
+    };
+    ringbuf_core::ctf::write_metadata(&mut metadata, &trace).unwrap();
+    let options = ChannelOptions {
+        config: Config::new(subbuf, count, Mode::Discard),
+        buffers,
+        format: 1,
+        prefault: false,
+        clock: trace.clock,
+    };
+    let backing = Backing::Memfd { name };
+    let client = |c| Ctf::new(UUID, c);
+    let channel = PerCpuChannel::create(backing, &options, &metadata, client, |_| Monotonic);
+    let channel = channel.unwrap();
+    let memfd = channel.shm().try_clone_fd().unwrap();
+    let wake = channel.wakeup().try_clone_fd().unwrap();
+    let consumer = PerCpuConsumer::attach_fd(memfd, Some(wake), 1, client, |_| Monotonic).unwrap();
+    (channel, consumer)
+}
+
+/// Writes the events numbered `numbers`; returns those committed.
+pub fn write(channel: &Channel, numbers: Range<u64>) -> Vec<u64> {
+    numbers
+        .filter(|&n| {
+            write_numbered(n, |schema, values| {
+                channel.write_event(schema, values).is_ok()
+            })
+        })
+        .collect()
+}
 
 /// Payload bytes of an event.
 pub const PAYLOAD: usize = 48;
