@@ -5,7 +5,9 @@
 //! The moment is random in events, not in time: the producer writes until killed,
 //! and the kill comes once it has logged a random number of committed events, so
 //! that every kill lands mid-run (with the buffer filling or full) whatever the
-//! speed of the machine or the build profile.
+//! speed of the machine or the build profile. The number may be more than the
+//! buffers the writers ran on can hold (with every thread on one CPU, one buffer);
+//! then the kill comes when the producer reports its first lost event instead.
 //!
 //! `RINGBUF_KILLS` sets the number of kills (default 50).
 
@@ -106,8 +108,9 @@ fn kill_and_recover(rseq: bool) {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        // Kill after this many logged events: up to a little more than one CPU's
-        // buffer holds, so some kills land while it fills and some once it is full.
+        // Kill after this many logged events, or once a buffer is full: up to a
+        // little more than one CPU's buffer holds, so some kills land while it fills
+        // and some once it is full.
         let kill_after = 1 + xorshift(&mut rng) % (SUBBUFS * SUBBUF / MIN_EVENT * 5 / 4);
         let stdout = producer.stdout.take().unwrap();
         let (reached, wait_reached) = mpsc::channel();
@@ -117,6 +120,9 @@ fn kill_and_recover(rseq: bool) {
             let (mut logged, mut sequences) = (HashSet::new(), false);
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
                 sequences |= line == b"writers rseq";
+                if line == b"full" {
+                    let _ = reached.send(());
+                }
                 let seq = std::str::from_utf8(&line)
                     .ok()
                     .and_then(|l| l.strip_prefix("seq "))
@@ -143,6 +149,7 @@ fn kill_and_recover(rseq: bool) {
             Ok(report) => {
                 assert_eq!(report.rejected, 0, "kill {kill}: {report:?}");
                 partial_packets += report.partial;
+                with_events += !logged.is_empty() as u32;
                 let Some(events) = decoded(&trace) else {
                     continue;
                 };
@@ -167,7 +174,6 @@ fn kill_and_recover(rseq: bool) {
                 }
                 events_checked += logged.len();
                 events_cut += missing.len();
-                with_events += !logged.is_empty() as u32;
             }
             Err(e) => panic!("kill {kill}: recovery failed: {e}"),
         }

@@ -10,8 +10,13 @@
 //! (`thread << 32 | i`) and `check: u64`
 //! ([`check`] of seq). With `--log`, every committed seq is printed on stdout (in
 //! batches) as it happens, after a first line `writers rseq|shared`: a side channel
-//! telling a test what was committed before a kill. At the end it flushes the channel and prints `attempted`, `committed`
-//! and the buffers' counters. With `memfd:SOCKET` it connects to the Unix socket and
+//! telling a test what was committed before a kill. A thread whose write fails
+//! prints its pending seqs at once, and the first failure prints a line `full`: in
+//! discard mode with no consumer the writers stop committing once the buffers they
+//! run on are full, which may be a single CPU's buffer (the scheduler decides), so a
+//! test waiting for a number of logged events learns when no more will come. At the
+//! end it flushes the channel and prints `attempted`, `committed` and the buffers'
+//! counters. With `memfd:SOCKET` it connects to the Unix socket and
 //! sends the memfd and the wakeup eventfd. With `--rseq` the writers use restartable
 //! sequences where the machine allows (`PerCpuChannel::create_rseq`).
 
@@ -19,7 +24,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ringbuf_core::ctf::{
     ClockDescription, Ctf, EventSchema, FieldDef, FieldType, TraceDescription, Value,
@@ -185,10 +190,11 @@ fn run<K: Client>(
         println!("writers {path}");
     }
     let committed = AtomicU64::new(0);
+    let full = AtomicBool::new(false);
     let stdout = std::sync::Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
         for thread in 0..args.threads {
-            let (channel, committed, stdout) = (&channel, &committed, &stdout);
+            let (channel, committed, full, stdout) = (&channel, &committed, &full, &stdout);
             s.spawn(move || {
                 let mut log = Vec::with_capacity(64);
                 let mut ok = 0;
@@ -214,6 +220,13 @@ fn run<K: Client>(
                             if log.len() == 64 {
                                 flush_log(stdout, &mut log);
                             }
+                        }
+                    } else if args.log {
+                        flush_log(stdout, &mut log);
+                        // Relaxed: only one thread must print the line; the order
+                        // on stdout comes from its mutex.
+                        if !full.swap(true, Ordering::Relaxed) {
+                            writeln!(stdout.lock().unwrap(), "full").unwrap();
                         }
                     }
                 }
