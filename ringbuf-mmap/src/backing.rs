@@ -1,12 +1,13 @@
 //! Shared memory that holds buffers: an anonymous memfd (sealed against shrinking,
 //! passable to another process over a Unix socket) or a named file (mode 0600,
-//! created exclusively, never silently reused), mapped `MAP_SHARED`.
+//! created exclusively, never silently reused, and named only once complete),
+//! mapped `MAP_SHARED`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -67,6 +68,31 @@ impl From<io::Error> for BackingError {
     }
 }
 
+/// A file made by [`Shm::create_file`], not yet under its name; dropped
+/// unpublished (creation failed), the hidden file is removed.
+#[derive(Debug)]
+pub struct Unpublished {
+    temp: PathBuf,
+    path: PathBuf,
+}
+
+impl Unpublished {
+    /// Links the file under its name, once the channel in it is complete, and
+    /// removes the hidden name. Fails if the name appeared in the meantime.
+    pub fn publish(self) -> Result<(), BackingError> {
+        std::fs::hard_link(&self.temp, &self.path)?;
+        Ok(())
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        // Published or not, the hidden name goes; a failure leaves a stray name
+        // behind, not a broken channel.
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
 /// A shared mapping of a whole file.
 #[derive(Debug)]
 pub struct Shm {
@@ -114,24 +140,36 @@ impl Shm {
         Ok(Self { file, map })
     }
 
-    /// A new file `dir/name` of `len` bytes, mode 0600, created exclusively: an
-    /// existing file is an error, never reused.
+    /// A new file of `len` bytes, mode 0600, that becomes `dir/name` when
+    /// [`Unpublished::publish`] links it there. Until then it is a hidden file in
+    /// the same directory (`.NAME.PID.new`), so a consumer that attaches as soon as
+    /// `dir/name` appears never finds a channel still being initialised. An
+    /// existing `dir/name` is an error, never reused: checked here, before anything
+    /// is allocated, and again, atomically, by the link (so the directory's file
+    /// system must have hard links, as every Linux-native one and tmpfs do).
     pub fn create_file(
         dir: &Path,
         name: &str,
         len: usize,
         prefault: bool,
-    ) -> Result<Self, BackingError> {
+    ) -> Result<(Self, Unpublished), BackingError> {
+        let path = dir.join(name);
+        if path.symlink_metadata().is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST).into());
+        }
+        let temp = dir.join(format!(".{name}.{}.new", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
-            .open(dir.join(name))?;
+            .open(&temp)?;
+        // From here on, an error removes the hidden file.
+        let unpublished = Unpublished { temp, path };
         file.set_len(len as u64)?;
         let map = map(&file, len, prefault)?;
-        Ok(Self { file, map })
+        Ok((Self { file, map }, unpublished))
     }
 
     /// Attaches to the file at `path` (read-write: a reader updates its position).

@@ -22,7 +22,7 @@ pub mod rseq;
 mod slots;
 mod wakeup;
 
-pub use backing::{recv_fd, send_fd, BackingError, Shm};
+pub use backing::{recv_fd, send_fd, BackingError, Shm, Unpublished};
 pub use channel::{
     append_metadata, check_metadata, check_metadata_update, ChannelClock, ChannelError,
     ChannelHeader, ChannelLayout, ClockError, WritePath, CHANNEL_MAGIC, CHANNEL_VERSION,

@@ -154,18 +154,19 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
         let recorded_clock = ChannelClock::new(&options.clock).map_err(ChannelError::Clock)?;
         crate::per_thread::install_fork_handler();
         let size = layout.size as usize;
-        let (shm, wakeup, path) = match backing {
+        let (shm, wakeup, path, unpublished) = match backing {
             Backing::Memfd { name } => (
                 Shm::memfd(name, size, options.prefault)?,
                 Wakeup::eventfd().map_err(|e| ChannelError::Backing(e.into()))?,
                 None,
+                None,
             ),
             Backing::File { dir, name } => {
-                let shm = Shm::create_file(dir, name, size, options.prefault)?;
+                let (shm, unpublished) = Shm::create_file(dir, name, size, options.prefault)?;
                 let path = dir.join(name);
                 let wakeup = Wakeup::create_fifo(&wakeup_path(&path))
                     .map_err(|e| ChannelError::Backing(e.into()))?;
-                (shm, wakeup, Some(path))
+                (shm, wakeup, Some(path), Some(unpublished))
             }
         };
         channel::write_header(&shm, options, &layout, recorded_clock, metadata, writers);
@@ -182,6 +183,9 @@ impl<W: Word, K: Client, T: Clock> Parts<W, K, T> {
         // after the table in drop order.
         let slots = unsafe { channel::slot_table(&shm, &layout, options.buffers) };
         channel::mark_ready(&shm);
+        if let Some(unpublished) = unpublished {
+            unpublished.publish()?;
+        }
         Ok(Self {
             buffers,
             slots,

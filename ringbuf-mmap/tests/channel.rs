@@ -122,6 +122,59 @@ fn an_existing_file_is_never_reused_and_files_are_private() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A consumer that attaches the moment a file channel's name appears finds a
+/// complete channel: the name is linked only once the header and every region are
+/// written. (It was the file itself, created first: a watcher attached to zeros,
+/// "bad magic", or to a header not yet ready.) A large prefaulted channel keeps
+/// the creation long enough for the watcher to look many times.
+#[test]
+fn a_file_channel_appears_under_its_name_only_when_complete() {
+    let dir = temp_dir("appear");
+    let path = dir.join("c");
+    for round in 0..5 {
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(dir.join(".c.wake"));
+        let watcher = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !path.exists() {
+                    assert!(Instant::now() < deadline, "{} never came", path.display());
+                    std::hint::spin_loop();
+                }
+                PerCpuConsumer::attach_path(&path, 0, |_| RawRecords, |_| NoClock).map(drop)
+            }
+        });
+        let options = ChannelOptions {
+            config: Config::new(1 << 20, 16, Mode::Discard),
+            prefault: true,
+            ..options(2)
+        };
+        let channel = PerCpuChannel::create(
+            Backing::File {
+                dir: &dir,
+                name: "c",
+            },
+            &options,
+            "",
+            |_| RawRecords,
+            |_| NoClock,
+        )
+        .unwrap();
+        let attached = watcher.join().unwrap();
+        assert!(attached.is_ok(), "round {round}: {:?}", attached.err());
+        drop(channel);
+    }
+    // Only the channel and its wakeup FIFO: no hidden file left behind.
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".c.wake", "c"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn per_thread_channels_give_each_thread_a_slot_and_take_it_back_once_read() {
     let channel = PerThreadChannel::create(
