@@ -41,7 +41,8 @@ fn counts(stdout: &str) -> (u64, u64, u64) {
     (n[0], n[1], n[2])
 }
 
-/// Waits for the channel file of record process `pid` in `dir`.
+/// Waits for the channel file of record process `pid` in `dir` (complete once its
+/// name exists).
 fn channel_of(dir: &Path, pid: u32) -> PathBuf {
     let path = dir.join(format!("ringbuf-{pid}"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -49,7 +50,6 @@ fn channel_of(dir: &Path, pid: u32) -> PathBuf {
         assert!(Instant::now() < deadline, "no channel file");
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(100));
     path
 }
 
