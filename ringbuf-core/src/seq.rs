@@ -100,14 +100,11 @@ pub enum Outcome {
     Aborted,
 }
 
-/// The sequence of one record in the current sub-buffer (the common case of
-/// [`Buffer::write_seq`]), with no descriptor to build: on `cpu`, with the
-/// writer words' `write` still `old` and the fence free, store the header (its
-/// first `header_len` bytes count; all 8 are stored, and `header_len +
-/// payload_len >= 8` keeps them inside the record) and copy the payload after
-/// it; store `last_at = new`, `last_timestamp = ts`, then commit `write = new`.
+/// The words every writer step checks and stores: on `cpu`, with the writer
+/// words' `write` still `old` and the fence free, store `last_at = new` and
+/// `last_timestamp = ts` (S2) and, last, commit `write = new`.
 #[derive(Clone, Copy, Debug)]
-pub struct Record {
+pub struct Commit {
     /// The CPU the sequence must run on.
     pub cpu: u64,
     /// The writer words ([`crate::WriterWords`]: `write` at 0, `last_timestamp`
@@ -121,6 +118,36 @@ pub struct Record {
     pub new: u64,
     /// The record's timestamp (`last_timestamp`).
     pub ts: u64,
+}
+
+impl Commit {
+    /// The step as a general [`Op`]: the first `count` segments copied, then
+    /// these stores.
+    fn op(&self, segments: [Segment; MAX_SEGMENTS], count: usize) -> Op {
+        let word = |at: *mut u64, value| WordOp { at, value };
+        Op {
+            cpu: self.cpu,
+            expect: [word(self.writer, self.old), word(self.fence, 0)],
+            segments,
+            segment_count: count as u64,
+            stores: [
+                word(self.writer.wrapping_add(2), self.new),
+                word(self.writer.wrapping_add(1), self.ts),
+            ],
+            commit: word(self.writer, self.new),
+        }
+    }
+}
+
+/// The sequence of one record in the current sub-buffer (the common case of
+/// [`Buffer::write_seq`]), with no descriptor to build: under `commit`'s checks,
+/// store the header (its first `header_len` bytes count; all 8 are stored, and
+/// `header_len + payload_len >= 8` keeps them inside the record), copy the
+/// payload after it, then `commit`'s stores.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// The words checked and stored.
+    pub commit: Commit,
     /// Where the record starts.
     pub dst: *mut u8,
     /// The record header, little-endian, in its first `header_len` bytes.
@@ -149,26 +176,7 @@ impl Record {
             src: self.payload,
             len: self.payload_len,
         };
-        writer_op(self, segments, 2)
-    }
-}
-
-/// The sequence every writer step runs, as a general [`Op`]: on `at.cpu`, with
-/// `write` still `at.old` and the fence free, copy the first `count` segments,
-/// then store `last_at` and `last_timestamp` (S2) and, last, commit `write`
-/// (`at`'s header and payload fields are not used: `segments` carry them).
-fn writer_op(at: &Record, segments: [Segment; MAX_SEGMENTS], count: usize) -> Op {
-    let word = |at: *mut u64, value| WordOp { at, value };
-    Op {
-        cpu: at.cpu,
-        expect: [word(at.writer, at.old), word(at.fence, 0)],
-        segments,
-        segment_count: count as u64,
-        stores: [
-            word(at.writer.wrapping_add(2), at.new),
-            word(at.writer.wrapping_add(1), at.ts),
-        ],
-        commit: word(at.writer, at.new),
+        self.commit.op(segments, 2)
     }
 }
 
@@ -354,12 +362,14 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             // In range: `end < s`, and `phys` is checked.
             let dst = self.ctl.subbuf_ptr(phys).wrapping_add(record as usize);
             let record = Record {
-                cpu: cpu as u64,
-                writer: word_ptr(&w.write),
-                fence: word_ptr(fence),
-                old,
-                new,
-                ts,
+                commit: Commit {
+                    cpu: cpu as u64,
+                    writer: word_ptr(&w.write),
+                    fence: word_ptr(fence),
+                    old,
+                    new,
+                    ts,
+                },
                 dst,
                 header: u64::from_le_bytes(header[..8].try_into().expect("8 of 64")),
                 header_len: header_size,
@@ -562,20 +572,15 @@ impl<C: Mapped, K: Client, T: Clock> Buffer<C, K, T> {
             segments[n] = Segment { dst, src, len };
             n += 1;
         }
-        let words = Record {
+        let commit = Commit {
             cpu: cpu as u64,
             writer: word_ptr(&w.write),
             fence: word_ptr(&self.ctl.reader().fence),
             old,
             new,
             ts,
-            dst: core::ptr::null_mut(),
-            header: 0,
-            header_len: 0,
-            payload: core::ptr::null(),
-            payload_len: 0,
         };
-        let op = writer_op(&words, segments, n);
+        let op = commit.op(segments, n);
         // SAFETY: as in `write_seq`; the close words of the old slot are read only
         // after `write` leaves it (S3), the new sub-buffer was prepared (its
         // previous lap delivered, the reader out of it).

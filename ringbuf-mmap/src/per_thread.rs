@@ -126,12 +126,12 @@ impl<K: Client + 'static, T: Clock + 'static> PerThreadChannel<K, T> {
         clock: impl FnMut(u32) -> T,
     ) -> Result<Self, ChannelError> {
         let writers = WritePath::Shared;
-        // SAFETY: a buffer is written only by the thread that owns its slot (through
+        // A buffer is written only by its slot's owner thread (through
         // `ThreadWriter`s, which cannot leave it, and its exit hook) and that
-        // thread's signal handlers: one CPU at a time. Ownership moves from thread
-        // to thread only through the slot table's CASes, which order the previous
-        // owner's writes before the next owner's (see `slots.rs`); a consumer never
-        // writes it.
+        // thread's signal handlers; a consumer never writes it.
+        // SAFETY: so one CPU at a time writes each buffer; ownership moves only
+        // through the slot table's CASes, which order one owner's writes before
+        // the next owner's (`slots.rs`).
         let parts = unsafe { Parts::create(backing, options, metadata, client, clock, writers) }?;
         Ok(Self {
             inner: Arc::new(Inner {

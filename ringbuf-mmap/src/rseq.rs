@@ -47,7 +47,9 @@ impl core::fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-pub use ringbuf_core::seq::{Op, Outcome, Record, Segment, Sequencer, WordOp, MAX_SEGMENTS};
+pub use ringbuf_core::seq::{
+    Commit, Op, Outcome, Record, Segment, Sequencer, WordOp, MAX_SEGMENTS,
+};
 
 /// The rseq area of the calling thread (the kernel's `struct rseq`, first fields).
 #[repr(C)]
@@ -454,12 +456,12 @@ unsafe fn record_sequence(area: *mut Area, r: &Record) -> u64 {
             "mov qword ptr [{w}], {new}",
             sequence_end!(),
             area = in(reg) area,
-            cpu = in(reg) r.cpu,
-            w = in(reg) r.writer,
-            fence = in(reg) r.fence,
-            old = in(reg) r.old,
-            new = in(reg) r.new,
-            ts = in(reg) r.ts,
+            cpu = in(reg) r.commit.cpu,
+            w = in(reg) r.commit.writer,
+            fence = in(reg) r.commit.fence,
+            old = in(reg) r.commit.old,
+            new = in(reg) r.commit.new,
+            ts = in(reg) r.commit.ts,
             header = in(reg) r.header,
             hlen = in(reg) r.header_len,
             dst = inout(reg) r.dst => _,
@@ -577,12 +579,14 @@ mod tests {
                     let mut dst = [0u8; 64];
                     loop {
                         let record = Record {
-                            cpu: rseq.cpu().expect("registered") as u64,
-                            writer: words.as_mut_ptr(),
-                            fence: &mut fence,
-                            old: 7,
-                            new: 9,
-                            ts: 11,
+                            commit: Commit {
+                                cpu: rseq.cpu().expect("registered") as u64,
+                                writer: words.as_mut_ptr(),
+                                fence: &mut fence,
+                                old: 7,
+                                new: 9,
+                                ts: 11,
+                            },
                             dst: dst[shift..].as_mut_ptr(),
                             header,
                             header_len,
@@ -614,12 +618,14 @@ mod tests {
         let mut dst = [0u8; 16];
         for (old, mut fence) in [(7, 0u64), (8, 1)] {
             let record = Record {
-                cpu: rseq.cpu().expect("registered") as u64,
-                writer: words.as_mut_ptr(),
-                fence: &mut fence,
-                old,
-                new: 9,
-                ts: 11,
+                commit: Commit {
+                    cpu: rseq.cpu().expect("registered") as u64,
+                    writer: words.as_mut_ptr(),
+                    fence: &mut fence,
+                    old,
+                    new: 9,
+                    ts: 11,
+                },
                 dst: dst.as_mut_ptr(),
                 header,
                 header_len: 8,

@@ -16,7 +16,7 @@ mod common;
 
 use common::{allowed_cpus, migrate_and_signal, pin};
 use ringbuf_mmap::rseq::{
-    Op, Outcome, Record, Rseq, Segment, Sequencer, Unavailable, WordOp, MAX_SEGMENTS,
+    Commit, Op, Outcome, Record, Rseq, Segment, Sequencer, Unavailable, WordOp, MAX_SEGMENTS,
 };
 
 const CPUS: usize = 256;
@@ -45,12 +45,14 @@ fn increment(rseq: Rseq, record: bool) -> u64 {
         let old = COUNTERS[cpu][0].load(Relaxed);
         if record {
             let r = Record {
-                cpu: cpu as u64,
-                writer: counter,
-                fence: FENCE.as_ptr(),
-                old,
-                new: old + 1,
-                ts: old,
+                commit: Commit {
+                    cpu: cpu as u64,
+                    writer: counter,
+                    fence: FENCE.as_ptr(),
+                    old,
+                    new: old + 1,
+                    ts: old,
+                },
                 dst: SCRATCH[cpu].as_ptr() as *mut u8,
                 header: u64::MAX,
                 header_len: 8,
@@ -174,12 +176,14 @@ fn a_sequence_armed_for_another_cpu_never_commits() {
             let fence = 0u64;
             let mut dst = [0u8; 16];
             let record = Record {
-                cpu: a as u64,
-                writer: words.as_mut_ptr(),
-                fence: &fence as *const u64 as *mut u64,
-                old: 7,
-                new: 8,
-                ts: 1,
+                commit: Commit {
+                    cpu: a as u64,
+                    writer: words.as_mut_ptr(),
+                    fence: &fence as *const u64 as *mut u64,
+                    old: 7,
+                    new: 8,
+                    ts: 1,
+                },
                 dst: dst.as_mut_ptr(),
                 header: 1,
                 header_len: 8,
